@@ -1,0 +1,102 @@
+"""Relative log amplitude of Fourier-transformed feature maps (paper Fig. 2a and Fig. 8).
+
+For a feature map z (B, C, H, W): A = log(|FFT2(z)| + 1e-6), centred, averaged over B and C; the
+diagonal A[H/2 + i, W/2 + i], i = 0 .. H/2 - 1, minus its first value. The curve's last entry (the
+highest frequency, plotted at pi) is what the depth figure shows: it falls after low-pass (MSA)
+blocks and rises after high-pass (Conv) blocks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from alternet_pl.analysis.features import (
+    as_feature_map,
+    capture,
+    check_reached,
+    eval_mode,
+    map_batches,
+    select_taps,
+)
+from alternet_pl.analysis.freq import centered_fft2
+
+__all__ = [
+    "DEFAULT_KINDS",
+    "delta_from_map",
+    "delta_log_amplitude",
+    "frequency_axis",
+    "log_amplitude_map",
+    "model_delta_log_amplitude",
+]
+
+#: tap kinds analysed by default (stem, blocks); pooled/head outputs are not feature maps.
+DEFAULT_KINDS = ("stem", "conv", "msa", "mlp")
+
+
+def log_amplitude_map(z: torch.Tensor, name: str = "feature", reduce: str = "mean") -> torch.Tensor:
+    """Centred log(|FFT2| + 1e-6) of a feature map, averaged over channels and over (or summed over,
+    with ``reduce="sum"``) the batch, in float64: shape (H, W)."""
+    z = as_feature_map(z, name).double()
+    h, w = z.shape[-2:]
+    if h != w or h < 2:
+        raise ValueError(
+            f"layer {name!r}: the diagonal needs a square map of side >= 2, got {h}x{w}; "
+            "exclude this layer (`layers=` / `kinds=`)"
+        )
+    amp = torch.log(centered_fft2(z).abs() + 1e-6).mean(dim=1)  # (B, H, W)
+    return amp.sum(dim=0) if reduce == "sum" else amp.mean(dim=0)
+
+
+def delta_from_map(amp: torch.Tensor) -> torch.Tensor:
+    """Diagonal from the centre towards the corner, relative to frequency 0: H // 2 values."""
+    h = amp.shape[-1]
+    c = h // 2
+    diag = amp[c + torch.arange(c), c + torch.arange(c)]
+    return diag - diag[0]
+
+
+def frequency_axis(n: int) -> np.ndarray:
+    """The official plot's x-axis: n values evenly from 0 to 1 (units of pi)."""
+    return np.linspace(0.0, 1.0, n)
+
+
+def delta_log_amplitude(features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{name: delta log amplitude curve (H // 2 values, frequencies 0 .. pi)} for each feature."""
+    return OrderedDict((n, delta_from_map(log_amplitude_map(z, n))) for n, z in features.items())
+
+
+def model_delta_log_amplitude(
+    model: nn.Module,
+    batches: Iterable,
+    layers: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = DEFAULT_KINDS,
+) -> dict[str, torch.Tensor]:
+    """Delta log amplitude of the model's tapped features over all images of ``batches`` (eval mode).
+
+    Streams: per batch only one (H, W) map per layer is kept, summed in batch order, so the result
+    equals ``delta_log_amplitude`` of the concatenated features and is the same under DDP.
+    """
+    taps = select_taps(model, layers, kinds)
+
+    def one(i: int, batch) -> tuple[int, dict[str, torch.Tensor]]:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        with torch.no_grad(), capture(taps, lambda n, z: log_amplitude_map(z, n, "sum").cpu()) as store:
+            model(images)
+        check_reached(store, taps)
+        return images.shape[0], OrderedDict((n, store[n]) for n in taps)
+
+    with eval_mode(model):
+        parts = map_batches(one, batches, desc="fourier")
+    total = sum(n for n, _ in parts)
+    out = OrderedDict()
+    for name in taps:
+        acc = parts[0][1][name].clone()
+        for _, sums in parts[1:]:
+            acc += sums[name]
+        out[name] = delta_from_map(acc / total)
+    return out

@@ -1,0 +1,97 @@
+"""The one result writer: every analysis writes `<dir>/<stem>.json|.npz|.png` atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "detach"):  # torch tensor
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    path = Path(path)
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False).encode()
+    _atomic_write(path, lambda fh: fh.write(text))
+    return path
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    path = Path(path)
+    arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in arrays.items()}
+    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return path
+
+
+def write_figure(path: str | os.PathLike, figure) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    _atomic_write(path, lambda fh: figure.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"))
+    plt.close(figure)
+    return path
+
+
+def write_results(
+    directory: str | os.PathLike,
+    stem: str,
+    summary: dict | None = None,
+    arrays: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write `<stem>.json` (summary), `<stem>.npz` (arrays) and `<stem>[_<name>].png` (figures).
+
+    A figure keyed "" is written as `<stem>.png`; others as `<stem>_<key>.png`.
+    Returns the written paths by kind.
+    """
+    directory = Path(directory)
+    written: dict[str, Path] = {}
+    if arrays:
+        written["npz"] = write_npz(directory / f"{stem}.npz", arrays)
+    if summary is not None:
+        written["json"] = write_json(directory / f"{stem}.json", summary)
+    for key, fig in (figures or {}).items():
+        name = f"{stem}.png" if not key else f"{stem}_{key}.png"
+        written[f"png:{key}"] = write_figure(directory / name, fig)
+    return written
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        return json.load(fh)

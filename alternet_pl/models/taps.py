@@ -1,0 +1,34 @@
+"""`Tap`: what `model.analysis_layers()` returns per named layer (kind, hook point, lesion branch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+KINDS = ("stem", "conv", "msa", "mlp", "norm", "pool", "head")
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One analysable layer.
+
+    module: the module to hook.
+    kind: one of KINDS; plots colour by it.
+    point: "output" captures the module's output (forward hook); "input" captures its first
+        positional input (forward pre-hook), e.g. a ViT block's state after the attention
+        residual step is the input of its ``norm2``.
+    branch: the residual-branch module whose output a lesion replaces by zeros (the block then
+        acts as its shortcut); None when the layer has no residual branch.
+    """
+
+    module: nn.Module
+    kind: str
+    point: str = "output"
+    branch: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Tap kind {self.kind!r} is not one of {KINDS}")
+        if self.point not in ("output", "input"):
+            raise ValueError(f"Tap point {self.point!r} must be 'output' or 'input'")

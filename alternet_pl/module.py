@@ -1,0 +1,176 @@
+"""`ImageClassifier`: a timm model trained with the paper's recipe, and the clean loss analyses use."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+
+import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
+    """`timm.create_model` with an error that lists the closest registered names."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+        ours = timm.list_models("alternet*") + timm.list_models("*cifar*")
+        raise ValueError(
+            f"unknown model {name!r}. Closest registered names: {close or 'none'}. "
+            f"alternet-pl's own models: {sorted(set(ours))}"
+        )
+    return timm.create_model(name, num_classes=num_classes, **kwargs)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear from 1/(warmup+1) to 1 over `warmup_steps`, then cosine to `min_ratio`."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ImageClassifier(pl.LightningModule):
+    """A timm classifier with AdamW/SGD, per-step warm-up + cosine, Mixup/CutMix and calibration metrics.
+
+    Args:
+        model: a timm model name (ours: `alternet_cifar_50`, `vit_cifar_ti`, ...; any timm model).
+        model_kwargs: passed to `timm.create_model` (layout, drop_path_rate, global_pool, ...).
+        num_classes: must equal the data module's.
+        optimizer: "adamw" or "sgd" (momentum 0.9, nesterov).
+        lr: peak learning rate; with `lr_reference_batch` it is scaled by global batch / reference.
+        warmup_epochs: linear warm-up length; then cosine to `min_lr_ratio * lr`, stepped per iteration.
+        label_smoothing, mixup_alpha, cutmix_alpha: the paper's regularisers (0 disables each).
+    """
+
+    def __init__(
+        self,
+        model: str = "alternet_cifar_micro",
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 10,
+        optimizer: str = "adamw",
+        lr: float = 1.25e-4,
+        lr_reference_batch: int | None = None,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        warmup_epochs: float = 5,
+        min_lr_ratio: float = 0.0,
+        label_smoothing: float = 0.1,
+        mixup_alpha: float = 1.0,
+        cutmix_alpha: float = 0.8,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {optimizer!r} not supported; choose one of {OPTIMIZERS}")
+        self.save_hyperparameters()
+        self.model = create_model(model, num_classes, **(model_kwargs or {}))
+        self.num_classes = num_classes
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.mixup_fn: Mixup | None = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            self.mixup_fn = Mixup(
+                mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mixup_prob,
+                switch_prob=mixup_switch_prob, label_smoothing=label_smoothing, num_classes=num_classes,
+            )
+        self.soft_ce = SoftTargetCrossEntropy()
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.val_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def setup(self, stage: str) -> None:
+        data_classes = getattr(getattr(self.trainer, "datamodule", None), "num_classes", None)
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.num_classes} but the data has {data_classes} classes; "
+                f"set --model.num_classes={data_classes}"
+            )
+
+    def eval_loss(self, batch) -> torch.Tensor:
+        """Clean mean cross-entropy on a batch: no augmentation, no smoothing (what analyses use)."""
+        images, labels = batch[0], batch[1]
+        return F.cross_entropy(self.model(images), labels)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        targets = labels
+        if self.mixup_fn is not None and len(labels) % 2 == 0:
+            images, targets = self.mixup_fn(images, labels)
+        logits = self.model(images)
+        if targets.ndim == 2:
+            loss = self.soft_ce(logits, targets)
+        else:
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        self.train_loss(loss.detach())
+        self.train_acc1(logits.detach(), labels)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self.model(images)
+        nll = F.cross_entropy(logits, labels)
+        self.val_loss(nll, weight=labels.shape[0])
+        self.val_acc1(logits, labels)
+        self.val_acc5(logits, labels)
+        self.val_ece(logits.float().softmax(-1), labels)
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/nll", self.val_loss)
+        self.log("val/acc1", self.val_acc1, prog_bar=True)
+        self.log("val/acc5", self.val_acc5)
+        self.log("val/ece", self.val_ece)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def effective_lr(self) -> float:
+        lr = self.hparams.lr
+        ref = self.hparams.lr_reference_batch
+        if ref:
+            dm = getattr(self.trainer, "datamodule", None)
+            batch = getattr(dm, "batch_size", ref) * self.trainer.world_size
+            batch *= self.trainer.accumulate_grad_batches
+            lr = lr * batch / ref
+        return lr
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            skip = param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
+            (no_decay if skip else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        lr = self.effective_lr()
+        if self.hparams.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=lr)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.hparams.momentum, nesterov=True)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = int(round(self.warmup_epochs * total / epochs))
+        min_ratio = self.hparams.min_lr_ratio
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total, min_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,1 @@
+"""Matplotlib figures from result files; no training code here."""
