@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ def summarize(run_dir: Path, trainer: Trainer) -> str:
 
 
 def main(args: list[str] | None = None) -> AlternetCLI:
+    # our run directory holds config.yaml beside metrics.csv by design; CSVLogger only rewrites its own file
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     owns_env = RUN_DIR_ENV not in os.environ
     try:
         cli = AlternetCLI(

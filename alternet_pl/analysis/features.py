@@ -27,8 +27,11 @@ __all__ = [
     "check_reached",
     "collect_features",
     "eval_mode",
+    "is_channels_last",
+    "layer_kinds",
     "map_batches",
     "normalized_depths",
+    "per_kind_mean",
     "select_taps",
 ]
 
@@ -76,20 +79,30 @@ def _first_tensor(value: Any) -> torch.Tensor:
     return value
 
 
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's 4-D features are NHWC (timm Swin sets ``output_fmt = "NHWC"``)."""
+    return str(getattr(model, "output_fmt", "NCHW")) == "NHWC"
+
+
 @contextmanager
 def capture(
-    taps: Mapping[str, Tap], transform: Callable[[str, torch.Tensor], Any] | None = None
+    taps: Mapping[str, Tap],
+    transform: Callable[[str, torch.Tensor], Any] | None = None,
+    channels_last: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Hook every tap; each forward fills the yielded dict with ``transform(name, feature)`` per name.
 
     The transform runs inside the hook, before any later in-place op could alter the tensor;
-    without one the feature is detached and cloned.
+    without one the feature is detached and cloned. ``channels_last``: 4-D features are NHWC and
+    are handed on as NCHW.
     """
     store: dict[str, Any] = {}
     handles = []
 
     def save(name: str, value: Any) -> None:
         t = _first_tensor(value).detach()
+        if channels_last and t.ndim == 4:
+            t = t.permute(0, 3, 1, 2)
         store[name] = transform(name, t) if transform is not None else t.clone()
 
     try:
@@ -133,7 +146,7 @@ def collect_features(
 ) -> dict[str, torch.Tensor]:
     """One eval-mode, no-grad forward of ``images``; return {layer name: captured feature}."""
     taps = select_taps(model, names, kinds)
-    with eval_mode(model), torch.no_grad(), capture(taps) as store:
+    with eval_mode(model), torch.no_grad(), capture(taps, channels_last=is_channels_last(model)) as store:
         model(images)
     check_reached(store, taps)
     return OrderedDict((n, store[n]) for n in taps)
@@ -188,3 +201,18 @@ def map_batches(fn: Callable[[int, Any], Any], batches: Iterable, desc: str = ""
     local = [(i, fn(i, b)) for i, b in tqdm(mine, desc=desc or None, disable=quiet, leave=False)]
     gathered = [item for part in all_gather_objects(local) for item in part]
     return [r for _, r in sorted(gathered, key=lambda ir: ir[0])]
+
+
+def layer_kinds(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """The tap kind of each named layer, in the given order."""
+    taps = model.analysis_layers()
+    return [taps[n].kind for n in names]
+
+
+def per_kind_mean(values: Sequence[float], kinds: Sequence[str]) -> dict[str, float]:
+    """{kind: mean of the values of that kind}, kinds in order of first appearance."""
+    out = {}
+    for kind in dict.fromkeys(kinds):
+        vals = [v for v, k in zip(values, kinds) if k == kind]
+        out[kind] = float(sum(vals) / len(vals))
+    return out

@@ -20,6 +20,7 @@ from alternet_pl.analysis.features import (
     capture,
     check_reached,
     eval_mode,
+    is_channels_last,
     map_batches,
     select_taps,
 )
@@ -82,10 +83,11 @@ def model_delta_log_amplitude(
     equals ``delta_log_amplitude`` of the concatenated features and is the same under DDP.
     """
     taps = select_taps(model, layers, kinds)
+    nhwc = is_channels_last(model)
 
     def one(i: int, batch) -> tuple[int, dict[str, torch.Tensor]]:
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        with torch.no_grad(), capture(taps, lambda n, z: log_amplitude_map(z, n, "sum").cpu()) as store:
+        with torch.no_grad(), capture(taps, lambda n, z: log_amplitude_map(z, n, "sum").cpu(), nhwc) as store:
             model(images)
         check_reached(store, taps)
         return images.shape[0], OrderedDict((n, store[n]) for n in taps)

@@ -38,8 +38,14 @@ from alternet_pl.analysis.state import restore_state
 NORMS = ("filter", "layer", "official", "none")
 IGNORES = ("biasbn", "none")
 SKIP_PATTERNS = (
-    "pos_embed", "position_embed", "cls_token", "dist_token", "reg_token",
-    "relative_position", "rel_pos", "pos_bias",
+    "pos_embed",
+    "position_embed",
+    "cls_token",
+    "dist_token",
+    "reg_token",
+    "relative_position",
+    "rel_pos",
+    "pos_bias",
 )
 
 Directions = dict[str, torch.Tensor]
@@ -52,11 +58,19 @@ def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
 def _layer_weight_names(model: nn.Module) -> set[str]:
     kinds = (nn.modules.conv._ConvNd, nn.Linear)
-    return {f"{m_name}.weight" if m_name else "weight" for m_name, m in model.named_modules() if isinstance(m, kinds)}
+    return {
+        f"{m_name}.weight" if m_name else "weight"
+        for m_name, m in model.named_modules()
+        if isinstance(m, kinds)
+    }
 
 
-def is_zeroed(name: str, tensor: torch.Tensor, layer_weights: set[str] = frozenset(),
-              skip: Sequence[str] = SKIP_PATTERNS) -> bool:
+def is_zeroed(
+    name: str,
+    tensor: torch.Tensor,
+    layer_weights: set[str] = frozenset(),
+    skip: Sequence[str] = SKIP_PATTERNS,
+) -> bool:
     """The `ignore="biasbn"` rule of the module docstring: True when the direction is set to zero."""
     if tensor.ndim < 2:
         return True
@@ -125,11 +139,15 @@ def random_directions(
 # ---- grid evaluation ---------------------------------------------------------------------------------
 def _check_directions(dirs: Sequence[Directions], params: dict[str, nn.Parameter]) -> None:
     if isinstance(dirs, dict) or not isinstance(dirs, Sequence) or len(dirs) == 0:
-        raise TypeError("evaluate_grid: dirs must be a non-empty list of {param_name: tensor} dicts "
-                        "(wrap a single direction in a list: [d])")
+        raise TypeError(
+            "evaluate_grid: dirs must be a non-empty list of {param_name: tensor} dicts "
+            "(wrap a single direction in a list: [d])"
+        )
     for k, d in enumerate(dirs):
         if not isinstance(d, dict):
-            raise TypeError(f"evaluate_grid: dirs[{k}] is a {type(d).__name__}, expected {{param_name: tensor}}")
+            raise TypeError(
+                f"evaluate_grid: dirs[{k}] is a {type(d).__name__}, expected {{param_name: tensor}}"
+            )
         missing = [n for n in params if n not in d]
         extra = [n for n in d if n not in params]
         if missing or extra:
@@ -140,25 +158,37 @@ def _check_directions(dirs: Sequence[Directions], params: dict[str, nn.Parameter
                 "random_directions(model) on this same architecture (a checkpoint or direction file of "
                 "another architecture does not fit)"
             )
-        bad = [f"{n}: {tuple(d[n].shape)} vs {tuple(p.shape)}" for n, p in params.items() if d[n].shape != p.shape]
+        bad = [
+            f"{n}: {tuple(d[n].shape)} vs {tuple(p.shape)}"
+            for n, p in params.items()
+            if d[n].shape != p.shape
+        ]
         if bad:
-            raise ValueError(f"evaluate_grid: direction {k} has shapes that differ from the model's: {bad[:5]}; "
-                             "regenerate the directions with random_directions(model) for this model")
+            raise ValueError(
+                f"evaluate_grid: direction {k} has shapes that differ from the model's: {bad[:5]}; "
+                "regenerate the directions with random_directions(model) for this model"
+            )
 
 
 def _check_coords(coords: Sequence, n_dirs: int) -> list[np.ndarray]:
     if isinstance(coords, np.ndarray | torch.Tensor) and np.ndim(coords) == 1:
-        raise ValueError("evaluate_grid: coords must hold one 1-D sequence per direction, e.g. [np.linspace(-1, 1, 21)] "
-                         "for one direction (got a single 1-D array)")
+        raise ValueError(
+            "evaluate_grid: coords must hold one 1-D sequence per direction, e.g. [np.linspace(-1, 1, 21)] "
+            "for one direction (got a single 1-D array)"
+        )
     if len(coords) != n_dirs:
-        raise ValueError(f"evaluate_grid: got {len(coords)} coordinate sequences for {n_dirs} directions; "
-                         "pass exactly one 1-D sequence per direction")
+        raise ValueError(
+            f"evaluate_grid: got {len(coords)} coordinate sequences for {n_dirs} directions; "
+            "pass exactly one 1-D sequence per direction"
+        )
     out = []
     for k, c in enumerate(coords):
         arr = np.asarray(c.cpu() if isinstance(c, torch.Tensor) else c, dtype=np.float64)
         if arr.ndim != 1 or arr.size == 0:
-            raise ValueError(f"evaluate_grid: coords[{k}] has shape {arr.shape}; each must be a non-empty 1-D "
-                             "sequence such as np.linspace(-1, 1, 21)")
+            raise ValueError(
+                f"evaluate_grid: coords[{k}] has shape {arr.shape}; each must be a non-empty 1-D "
+                "sequence such as np.linspace(-1, 1, 21)"
+            )
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"evaluate_grid: coords[{k}] contains NaN or inf; pass finite coordinates")
         out.append(arr)
@@ -173,20 +203,28 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _eval_cell(model: nn.Module, loss_fn: Callable, batches: list) -> tuple[float, int, float]:
-    """(sum of per-sample losses, number of samples, number correct or NaN) over all batches."""
-    total, count, correct = 0.0, 0, 0.0
+def _eval_cell(
+    model: nn.Module, loss_fn: Callable, batches: list, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """([sum of per-sample losses, number correct or NaN] as a float64 tensor on `device`, samples).
+
+    Sums stay on the device (no host sync per batch), so GPU work is queued back to back.
+    """
+    acc = torch.zeros(2, dtype=torch.float64, device=device)
+    count = 0
     with torch.inference_mode():
         for batch in batches:
             out = loss_fn(model, batch)
             if not isinstance(out, tuple | list) or len(out) not in (2, 3):
-                raise TypeError("evaluate_grid: loss_fn must return (loss_mean, num_samples[, num_correct]) "
-                                f"(got {type(out).__name__}); see alternet_pl.analysis.loss.cross_entropy_loss")
+                raise TypeError(
+                    "evaluate_grid: loss_fn must return (loss_mean, num_samples[, num_correct]) "
+                    f"(got {type(out).__name__}); see alternet_pl.analysis.loss.cross_entropy_loss"
+                )
             n = int(out[1])
-            total += float(out[0]) * n
+            acc[0] += torch.as_tensor(out[0], device=device).detach().double() * n
+            acc[1] += torch.as_tensor(out[2], device=device).double() if len(out) == 3 else math.nan
             count += n
-            correct = correct + float(out[2]) if len(out) == 3 else math.nan
-    return total, count, correct
+    return acc, count
 
 
 def evaluate_grid(
@@ -227,17 +265,26 @@ def evaluate_grid(
         origin = [params[n].detach().clone() for n in active]
         steps = [[d[n].to(device=params[n].device, dtype=params[n].dtype) for n in active] for d in dirs]
         all_params = list(model.parameters())
-        bar = tqdm(mine, desc="landscape", disable=not sys.stderr.isatty() or rank != 0, leave=False)
-        for idx in bar:
+        quiet = not progress or not sys.stderr.isatty() or rank != 0
+        sums, counts = [], []
+        for idx in tqdm(mine, desc="landscape", disable=quiet, leave=False):
             cell = np.unravel_index(idx, shape)
             if targets:
                 torch._foreach_copy_(targets, origin)
                 for k, i in enumerate(cell):
                     if axes[k][i] != 0.0:
                         torch._foreach_add_(targets, steps[k], alpha=float(axes[k][i]))
-            total, count, correct = _eval_cell(model, loss_fn, batches)
-            l2 = float(sum(float(v) for v in torch._foreach_norm(all_params))) if weight_decay else math.nan
-            results.append((idx, total, count, correct, l2))
+            cell_sums, count = _eval_cell(model, loss_fn, batches, device)
+            if weight_decay:
+                norms = torch._foreach_norm(all_params)
+                l2 = torch.stack([v.double() for v in norms]).sum().reshape(1)
+            else:
+                l2 = torch.full((1,), math.nan, dtype=torch.float64, device=device)
+            sums.append(torch.cat([cell_sums, l2]))
+            counts.append(count)
+        if sums:  # one host transfer for all of this rank's cells
+            table = torch.stack(sums).cpu().numpy()
+            results = [(idx, row[0], n, row[1], row[2]) for idx, row, n in zip(mine, table, counts)]
     gathered = [r for part in all_gather_objects(results) for r in part]
     nll, acc, l2s = (np.full(shape, np.nan) for _ in range(3))
     for idx, total, count, correct, l2 in gathered:
@@ -250,13 +297,17 @@ def evaluate_grid(
     if weight_decay:
         out["l2"] = l2s
     if np.isnan(acc).all():
-        out["notes"].append("acc is NaN: loss_fn returned (loss, n) without num_correct; return "
-                            "(loss, n, num_correct) as cross_entropy_loss does to get accuracies")
+        out["notes"].append(
+            "acc is NaN: loss_fn returned (loss, n) without num_correct; return "
+            "(loss, n, num_correct) as cross_entropy_loss does to get accuracies"
+        )
     bad = np.argwhere(~np.isfinite(out["loss"]))
     out["nonfinite_cells"] = [tuple(float(axes[k][i]) for k, i in enumerate(c)) for c in bad]
     if len(bad):
-        msg = (f"evaluate_grid: the loss is NaN/inf at {len(bad)} of {nll.size} cells (recorded as is): "
-               f"{out['nonfinite_cells'][:10]}{' ...' if len(bad) > 10 else ''}")
+        msg = (
+            f"evaluate_grid: the loss is NaN/inf at {len(bad)} of {nll.size} cells (recorded as is): "
+            f"{out['nonfinite_cells'][:10]}{' ...' if len(bad) > 10 else ''}"
+        )
         out["notes"].append(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
     return out
@@ -269,13 +320,15 @@ def directions_from_flat(model: nn.Module, vectors: np.ndarray | torch.Tensor) -
     vecs = vecs.reshape(1, -1) if vecs.ndim == 1 else vecs
     total = sum(p.numel() for p in params.values())
     if vecs.shape[1] != total:
-        raise ValueError(f"directions_from_flat: vectors have {vecs.shape[1]} entries but the model has {total} "
-                         "trainable parameters: they were made for another architecture")
+        raise ValueError(
+            f"directions_from_flat: vectors have {vecs.shape[1]} entries but the model has {total} "
+            "trainable parameters: they were made for another architecture"
+        )
     out = []
     for row in vecs:
         d, start = {}, 0
         for name, p in params.items():
-            d[name] = row[start:start + p.numel()].reshape(p.shape).to(device=p.device, dtype=p.dtype)
+            d[name] = row[start : start + p.numel()].reshape(p.shape).to(device=p.device, dtype=p.dtype)
             start += p.numel()
         out.append(d)
     return out

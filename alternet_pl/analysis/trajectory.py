@@ -40,17 +40,21 @@ def pca_directions(
     final = np.asarray(final).reshape(-1)
     rows = [np.asarray(s).reshape(-1) for s in snapshots]
     if len(rows) < n:
-        raise ValueError(f"pca_directions: {len(rows)} snapshots cannot give {n} directions; save more epochs")
+        raise ValueError(
+            f"pca_directions: {len(rows)} snapshots cannot give {n} directions; save more epochs"
+        )
     bad = [i for i, r in enumerate(rows) if r.shape != final.shape]
     if bad:
-        raise ValueError(f"pca_directions: snapshots {bad} have a different length than the final weights "
-                         f"({final.size}): they come from another architecture")
+        raise ValueError(
+            f"pca_directions: snapshots {bad} have a different length than the final weights "
+            f"({final.size}): they come from another architecture"
+        )
     size = final.size
     mean = np.zeros(size) if not center else np.mean([r - final for r in rows], axis=0)
     gram = np.zeros((len(rows), len(rows)))
     for start in range(0, size, chunk):
-        block = np.stack([r[start:start + chunk] for r in rows]).astype(np.float64)
-        block -= final[start:start + chunk] + mean[start:start + chunk]
+        block = np.stack([r[start : start + chunk] for r in rows]).astype(np.float64)
+        block -= final[start : start + chunk] + mean[start : start + chunk]
         gram += block @ block.T
     evals, evecs = np.linalg.eigh(gram)
     order = np.argsort(evals)[::-1][:n]
@@ -60,9 +64,9 @@ def pca_directions(
     u = evecs[:, order]
     dirs = np.zeros((n, size))
     for start in range(0, size, chunk):
-        block = np.stack([r[start:start + chunk] for r in rows]).astype(np.float64)
-        block -= final[start:start + chunk] + mean[start:start + chunk]
-        dirs[:, start:start + chunk] = (u.T @ block) / sing[:, None]
+        block = np.stack([r[start : start + chunk] for r in rows]).astype(np.float64)
+        block -= final[start : start + chunk] + mean[start : start + chunk]
+        dirs[:, start : start + chunk] = (u.T @ block) / sing[:, None]
     coords = np.stack([(r.astype(np.float64) - final) @ dirs.T for r in rows])
     flip = np.where(coords[0] < 0, -1.0, 1.0)
     explained = evals[order] / max(float(np.clip(evals, 0, None).sum()), 1e-300)

@@ -17,6 +17,7 @@ from alternet_pl.analysis.features import (
     capture,
     check_reached,
     eval_mode,
+    is_channels_last,
     map_batches,
     select_taps,
 )
@@ -47,10 +48,11 @@ def model_feature_map_variance(
 ) -> dict[str, float]:
     """`feature_map_variance` over all images of ``batches`` (eval mode, streamed, DDP-invariant)."""
     taps = select_taps(model, layers, kinds)
+    nhwc = is_channels_last(model)
 
     def one(i: int, batch) -> tuple[int, dict[str, float]]:
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        with torch.no_grad(), capture(taps, lambda n, z: float(spatial_variance(z, n).sum())) as store:
+        with torch.no_grad(), capture(taps, lambda n, z: float(spatial_variance(z, n).sum()), nhwc) as store:
             model(images)
         check_reached(store, taps)
         return images.shape[0], {n: store[n] for n in taps}

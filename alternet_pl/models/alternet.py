@@ -1,4 +1,4 @@
-"""AlterNet (Park & Kim 2022) and the pre-/post-activation ResNets it is built from: one class, layouts as data.
+"""AlterNet (Park & Kim 2022) and the pre-/post-activation ResNets it is made of: one class, layout as data.
 
 A model is a stem, stages of blocks and a BN-ReLU-GAP-Linear head. Each stage takes a string of block
 letters, ``C`` (conv block) or ``M`` (MSA block), e.g. ``layout=["CCC", "CCCM", "CCCCCM", "CMCM"]``;
@@ -71,7 +71,7 @@ def resolve_layout(
     layout: Sequence[str] | None = None,
     msa_per_stage: Sequence[int] | None = None,
 ) -> tuple[str, ...]:
-    """Check ``layout`` (or build it from ``msa_per_stage``) against ``depths``; all-conv when both are None."""
+    """Check ``layout`` (or build it from ``msa_per_stage``) against ``depths``; all-conv if both None."""
     if layout is not None and msa_per_stage is not None:
         raise ValueError("pass either layout=[...] or msa_per_stage=(...), not both")
     if msa_per_stage is not None:
@@ -89,7 +89,8 @@ def resolve_layout(
         bad = sorted(set(s) - {"C", "M"})
         if bad:
             raise ValueError(
-                f"layout[{i}]={s!r} has letter(s) {bad}; valid letters are 'C' (conv block) and 'M' (MSA block)"
+                f"layout[{i}]={s!r} has letter(s) {bad}; "
+                "valid letters are 'C' (conv block) and 'M' (MSA block)"
             )
         if len(s) != n:
             raise ValueError(
@@ -167,7 +168,9 @@ class AlterNet(nn.Module):
             raise ValueError(f"depths={depths!r} must be positive block counts, one per stage")
         for name, seq in (("widths", widths), ("num_heads", num_heads)):
             if len(seq) != len(depths):
-                raise ValueError(f"{name}={tuple(seq)} needs one entry per stage ({len(depths)}, from depths)")
+                raise ValueError(
+                    f"{name}={tuple(seq)} needs one entry per stage ({len(depths)}, from depths)"
+                )
         self.layout = resolve_layout(depths, layout, msa_per_stage)
         if block_style == "postact" and any("M" in s for s in self.layout):
             raise ValueError(
@@ -206,8 +209,15 @@ class AlterNet(nn.Module):
                 s = stride if j == 0 else 1
                 if letter == "M":
                     blk = MSABlock(
-                        in_chs, planes, s, rates[idx], num_heads=heads, head_dim=head_dim,
-                        window_size=window, rel_pos_per_head=rel_pos_per_head, expansion=expansion,
+                        in_chs,
+                        planes,
+                        s,
+                        rates[idx],
+                        num_heads=heads,
+                        head_dim=head_dim,
+                        window_size=window,
+                        rel_pos_per_head=rel_pos_per_head,
+                        expansion=expansion,
                     )
                 else:
                     blk = conv_block(in_chs, planes, s, rates[idx])
@@ -286,21 +296,29 @@ class AlterNet(nn.Module):
 def _cfg(cifar: bool = True, **kwargs: Any) -> dict[str, Any]:
     size = 32 if cifar else 224
     return {
-        "url": "", "num_classes": 100 if cifar else 1000, "input_size": (3, size, size),
-        "pool_size": (size // 8, size // 8) if cifar else (7, 7), "crop_pct": 1.0 if cifar else 0.875,
-        "interpolation": "bicubic", "mean": CIFAR100_MEAN if cifar else IMAGENET_MEAN,
-        "std": CIFAR100_STD if cifar else IMAGENET_STD, "first_conv": "stem.conv", "classifier": "fc",
+        "url": "",
+        "num_classes": 100 if cifar else 1000,
+        "input_size": (3, size, size),
+        "pool_size": (size // 8, size // 8) if cifar else (7, 7),
+        "crop_pct": 1.0 if cifar else 0.875,
+        "interpolation": "bicubic",
+        "mean": CIFAR100_MEAN if cifar else IMAGENET_MEAN,
+        "std": CIFAR100_STD if cifar else IMAGENET_STD,
+        "first_conv": "stem.conv",
+        "classifier": "fc",
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({
-    **{f"alternet_cifar_{d}": _cfg() for d in (18, 34, 50, 101, 152)},
-    **{f"alternet_{d}": _cfg(cifar=False) for d in (18, 34, 50, 101, 152)},
-    **{f"resnet_cifar_{d}": _cfg() for d in (18, 34, 50, 101, 152)},
-    "alternet_cifar_micro": _cfg(),
-    "resnet_cifar_micro": _cfg(),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        **{f"alternet_cifar_{d}": _cfg() for d in (18, 34, 50, 101, 152)},
+        **{f"alternet_{d}": _cfg(cifar=False) for d in (18, 34, 50, 101, 152)},
+        **{f"resnet_cifar_{d}": _cfg() for d in (18, 34, 50, 101, 152)},
+        "alternet_cifar_micro": _cfg(),
+        "resnet_cifar_micro": _cfg(),
+    }
+)
 
 
 def _create_alternet(
@@ -314,8 +332,14 @@ def _create_alternet(
     )
 
 
-_MICRO = dict(block="basic", depths=(1, 1, 2, 2), widths=(16, 32, 64, 128), stem_width=16,
-              num_heads=(1, 2, 2, 4), head_dim=16)
+_MICRO = dict(
+    block="basic",
+    depths=(1, 1, 2, 2),
+    widths=(8, 16, 32, 64),
+    stem_width=8,
+    num_heads=(1, 1, 2, 2),
+    head_dim=16,
+)
 
 
 @register_model
@@ -334,7 +358,7 @@ def alternet_cifar_34(pretrained: bool = False, **kwargs: Any) -> AlterNet:
 
 @register_model
 def alternet_cifar_50(pretrained: bool = False, **kwargs: Any) -> AlterNet:
-    """AlterNet-50, CIFAR stem: bottlenecks (3, 4, 6, 4), MSAs (0, 1, 3, 2) (official code; figure: 0, 1, 1, 2)."""
+    """AlterNet-50, CIFAR stem: bottlenecks (3, 4, 6, 4), MSAs (0, 1, 3, 2) (code; figure: 0, 1, 1, 2)."""
     args = dict(block="bottleneck", depths=(3, 4, 6, 4), stem="cifar")
     return _create_alternet("alternet_cifar_50", pretrained, (0, 1, 3, 2), **dict(args, **kwargs))
 
@@ -425,7 +449,7 @@ def resnet_cifar_152(pretrained: bool = False, **kwargs: Any) -> AlterNet:
 
 @register_model
 def alternet_cifar_micro(pretrained: bool = False, **kwargs: Any) -> AlterNet:
-    """Tiny AlterNet for tests and CPU smoke runs: widths 16..128, layout C, C, CM, CM."""
+    """Tiny AlterNet for tests and CPU smoke runs: widths 8..64, layout C, C, CM, CM."""
     return _create_alternet("alternet_cifar_micro", pretrained, (0, 0, 1, 1), **dict(_MICRO, **kwargs))
 
 

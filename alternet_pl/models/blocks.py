@@ -53,15 +53,19 @@ class PreActBasicBlock(PreActBlock):
 
     expansion = 1
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object) -> None:
+    def __init__(
+        self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object
+    ) -> None:
         super().__init__(in_chs, planes * self.expansion, stride, nn.ReLU)
-        self.residual = nn.Sequential(OrderedDict(
-            conv1=conv3x3(in_chs, planes, stride),
-            norm2=nn.BatchNorm2d(planes),
-            act2=nn.ReLU(),
-            conv2=conv3x3(planes, planes * self.expansion),
-            drop_path=DropPath(drop_path),
-        ))
+        self.residual = nn.Sequential(
+            OrderedDict(
+                conv1=conv3x3(in_chs, planes, stride),
+                norm2=nn.BatchNorm2d(planes),
+                act2=nn.ReLU(),
+                conv2=conv3x3(planes, planes * self.expansion),
+                drop_path=DropPath(drop_path),
+            )
+        )
 
 
 class PreActBottleneck(PreActBlock):
@@ -69,18 +73,22 @@ class PreActBottleneck(PreActBlock):
 
     expansion = 4
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object) -> None:
+    def __init__(
+        self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object
+    ) -> None:
         super().__init__(in_chs, planes * self.expansion, stride, nn.ReLU)
-        self.residual = nn.Sequential(OrderedDict(
-            conv1=conv1x1(in_chs, planes),
-            norm2=nn.BatchNorm2d(planes),
-            act2=nn.ReLU(),
-            conv2=conv3x3(planes, planes, stride),
-            norm3=nn.BatchNorm2d(planes),
-            act3=nn.ReLU(),
-            conv3=conv1x1(planes, planes * self.expansion),
-            drop_path=DropPath(drop_path),
-        ))
+        self.residual = nn.Sequential(
+            OrderedDict(
+                conv1=conv1x1(in_chs, planes),
+                norm2=nn.BatchNorm2d(planes),
+                act2=nn.ReLU(),
+                conv2=conv3x3(planes, planes, stride),
+                norm3=nn.BatchNorm2d(planes),
+                act3=nn.ReLU(),
+                conv3=conv1x1(planes, planes * self.expansion),
+                drop_path=DropPath(drop_path),
+            )
+        )
 
 
 class PostActBlock(nn.Module):
@@ -96,7 +104,8 @@ class PostActBlock(nn.Module):
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
         self.shortcut = (
             nn.Sequential(OrderedDict(conv=conv1x1(in_chs, out_chs, stride), norm=nn.BatchNorm2d(out_chs)))
-            if stride != 1 or in_chs != out_chs else None
+            if stride != 1 or in_chs != out_chs
+            else None
         )
         self.residual: nn.Module = nn.Identity()
         self.act = nn.ReLU()
@@ -111,16 +120,20 @@ class PostActBasicBlock(PostActBlock):
 
     expansion = 1
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object) -> None:
+    def __init__(
+        self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object
+    ) -> None:
         super().__init__(in_chs, planes * self.expansion, stride)
-        self.residual = nn.Sequential(OrderedDict(
-            conv1=conv3x3(in_chs, planes, stride),
-            norm1=nn.BatchNorm2d(planes),
-            act1=nn.ReLU(),
-            conv2=conv3x3(planes, planes * self.expansion),
-            norm2=nn.BatchNorm2d(planes * self.expansion),
-            drop_path=DropPath(drop_path),
-        ))
+        self.residual = nn.Sequential(
+            OrderedDict(
+                conv1=conv3x3(in_chs, planes, stride),
+                norm1=nn.BatchNorm2d(planes),
+                act1=nn.ReLU(),
+                conv2=conv3x3(planes, planes * self.expansion),
+                norm2=nn.BatchNorm2d(planes * self.expansion),
+                drop_path=DropPath(drop_path),
+            )
+        )
 
 
 class PostActBottleneck(PostActBlock):
@@ -128,19 +141,23 @@ class PostActBottleneck(PostActBlock):
 
     expansion = 4
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object) -> None:
+    def __init__(
+        self, in_chs: int, planes: int, stride: int = 1, drop_path: float = 0.0, **_: object
+    ) -> None:
         super().__init__(in_chs, planes * self.expansion, stride)
-        self.residual = nn.Sequential(OrderedDict(
-            conv1=conv1x1(in_chs, planes),
-            norm1=nn.BatchNorm2d(planes),
-            act1=nn.ReLU(),
-            conv2=conv3x3(planes, planes, stride),
-            norm2=nn.BatchNorm2d(planes),
-            act2=nn.ReLU(),
-            conv3=conv1x1(planes, planes * self.expansion),
-            norm3=nn.BatchNorm2d(planes * self.expansion),
-            drop_path=DropPath(drop_path),
-        ))
+        self.residual = nn.Sequential(
+            OrderedDict(
+                conv1=conv1x1(in_chs, planes),
+                norm1=nn.BatchNorm2d(planes),
+                act1=nn.ReLU(),
+                conv2=conv3x3(planes, planes, stride),
+                norm2=nn.BatchNorm2d(planes),
+                act2=nn.ReLU(),
+                conv3=conv1x1(planes, planes * self.expansion),
+                norm3=nn.BatchNorm2d(planes * self.expansion),
+                drop_path=DropPath(drop_path),
+            )
+        )
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -174,7 +191,7 @@ class WindowAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.num_heads, self.head_dim, self.window_size = num_heads, head_dim, window_size
-        self.scale = head_dim ** -0.5
+        self.scale = head_dim**-0.5
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=False)
         self.proj = nn.Linear(inner, dim_out)
@@ -185,7 +202,7 @@ class WindowAttention(nn.Module):
 
     def relative_bias(self) -> torch.Tensor:
         """The (heads or 1, N, N) bias added to the attention logits of every window."""
-        n = self.window_size ** 2
+        n = self.window_size**2
         table = self.rel_pos_bias.reshape(-1, (2 * self.window_size - 1) ** 2)
         return table[:, self.rel_pos_index.reshape(-1)].reshape(-1, n, n)
 
@@ -200,7 +217,9 @@ class WindowAttention(nn.Module):
         n1, n2 = h // p, w // p
         # (b, c, n1, p, n2, p) -> (b * n1 * n2, p * p, c): one row of tokens per window
         t = x.reshape(b, c, n1, p, n2, p).permute(0, 2, 4, 3, 5, 1).reshape(b * n1 * n2, p * p, c)
-        q, k, v = self.qkv(t).reshape(t.shape[0], p * p, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(t).reshape(t.shape[0], p * p, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )
         logits = (q * self.scale) @ k.transpose(-2, -1) + self.relative_bias()
         out = logits.softmax(dim=-1) @ v  # (B', heads, N, head_dim)
         out = self.proj(out.transpose(1, 2).reshape(t.shape[0], p * p, -1))
@@ -236,9 +255,11 @@ class MSABlock(PreActBlock):
         super().__init__(in_chs, out_chs, stride, nn.GELU)
         self.expansion = expansion
         width = in_chs // expansion
-        self.residual = nn.Sequential(OrderedDict(
-            conv=conv1x1(in_chs, width, stride),
-            norm2=nn.BatchNorm2d(width),
-            attn=WindowAttention(width, out_chs, num_heads, head_dim, window_size, rel_pos_per_head),
-            drop_path=DropPath(drop_path),
-        ))
+        self.residual = nn.Sequential(
+            OrderedDict(
+                conv=conv1x1(in_chs, width, stride),
+                norm2=nn.BatchNorm2d(width),
+                attn=WindowAttention(width, out_chs, num_heads, head_dim, window_size, rel_pos_per_head),
+                drop_path=DropPath(drop_path),
+            )
+        )

@@ -81,32 +81,48 @@ class CifarSwin(SwinTransformer):
 
 def _cfg(classifier: str = "head", **kwargs: Any) -> dict[str, Any]:
     return {
-        "url": "", "num_classes": 100, "input_size": (3, 32, 32), "pool_size": None, "crop_pct": 1.0,
-        "interpolation": "bicubic", "fixed_input_size": True, "mean": CIFAR100_MEAN, "std": CIFAR100_STD,
-        "first_conv": "patch_embed.proj", "classifier": classifier, **kwargs,
+        "url": "",
+        "num_classes": 100,
+        "input_size": (3, 32, 32),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": CIFAR100_MEAN,
+        "std": CIFAR100_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": classifier,
+        **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({
-    "vit_cifar_ti": _cfg(),
-    "vit_cifar_s": _cfg(),
-    "vit_cifar_micro": _cfg(),
-    "pit_cifar_ti": _cfg(first_conv="patch_embed.conv"),
-    "pit_cifar_micro": _cfg(first_conv="patch_embed.conv"),
-    "swin_cifar_ti": _cfg(classifier="head.fc"),
-    "swin_cifar_micro": _cfg(classifier="head.fc"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        "vit_cifar_ti": _cfg(),
+        "vit_cifar_s": _cfg(),
+        "vit_cifar_micro": _cfg(),
+        "pit_cifar_ti": _cfg(first_conv="patch_embed.conv"),
+        "pit_cifar_micro": _cfg(first_conv="patch_embed.conv"),
+        "swin_cifar_ti": _cfg(classifier="head.fc"),
+        "swin_cifar_micro": _cfg(classifier="head.fc"),
+    }
+)
 
 
 def _create_vit_cifar(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarViT:
-    """ViT with ``global_pool`` "token" (CLS token) or "avg" (GAP over patch tokens, no CLS token by default)."""
+    """ViT; ``global_pool`` "token" (CLS token) or "avg" (GAP over patch tokens, no CLS token by default)."""
     global_pool = kwargs.setdefault("global_pool", "token")
     if global_pool not in VIT_GLOBAL_POOLS:
         raise ValueError(f"global_pool={global_pool!r}; valid values are {VIT_GLOBAL_POOLS}")
     if global_pool == "avg":
         kwargs.setdefault("class_token", False)
+    out_indices = kwargs.pop("out_indices", min(3, kwargs.get("depth", 12)))
     return build_model_with_cfg(
-        CifarViT, variant, pretrained, feature_cfg=dict(out_indices=3, feature_cls="getter"), **kwargs
+        CifarViT,
+        variant,
+        pretrained,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
     )
 
 
@@ -126,7 +142,10 @@ def _create_swin_cifar(variant: str, pretrained: bool = False, **kwargs: Any) ->
     kwargs.setdefault("drop_path_rate", 0.0)
     out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (1, 1, 3, 1))))))
     return build_model_with_cfg(
-        CifarSwin, variant, pretrained, feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        CifarSwin,
+        variant,
+        pretrained,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
     )
 
@@ -154,7 +173,7 @@ def vit_cifar_micro(pretrained: bool = False, **kwargs: Any) -> CifarViT:
 
 @register_model
 def pit_cifar_ti(pretrained: bool = False, **kwargs: Any) -> CifarPiT:
-    """PiT-Ti for 32x32: patch 2, stride 1 (31x31 tokens), 32 dims per head, depths (2, 6, 4), heads (2, 4, 8)."""
+    """PiT-Ti for 32x32: patch 2, stride 1 (31x31 tokens), 32 dims/head, depths (2, 6, 4), heads (2, 4, 8)."""
     args = dict(img_size=32, patch_size=2, stride=1, base_dims=(32, 32, 32), depth=(2, 6, 4), heads=(2, 4, 8))
     return _create_pit_cifar("pit_cifar_ti", pretrained, **dict(args, **kwargs))
 
@@ -169,14 +188,28 @@ def pit_cifar_micro(pretrained: bool = False, **kwargs: Any) -> CifarPiT:
 @register_model
 def swin_cifar_ti(pretrained: bool = False, **kwargs: Any) -> CifarSwin:
     """Swin-Ti for 32x32: patch 1, window 4 (maps 32, 16, 8, 4), dim 96, depths (2, 2, 6, 2), GAP."""
-    args = dict(img_size=32, patch_size=1, window_size=4, embed_dim=96, depths=(2, 2, 6, 2),
-                num_heads=(3, 6, 12, 24), global_pool="avg")
+    args = dict(
+        img_size=32,
+        patch_size=1,
+        window_size=4,
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        global_pool="avg",
+    )
     return _create_swin_cifar("swin_cifar_ti", pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def swin_cifar_micro(pretrained: bool = False, **kwargs: Any) -> CifarSwin:
     """Tiny Swin: patch 2, window 4 (maps 16, 8, shifted windows in both), dim 16, depths (2, 2)."""
-    args = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2),
-                global_pool="avg")
+    args = dict(
+        img_size=32,
+        patch_size=2,
+        window_size=4,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(1, 2),
+        global_pool="avg",
+    )
     return _create_swin_cifar("swin_cifar_micro", pretrained, **dict(args, **kwargs))

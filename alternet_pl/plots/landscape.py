@@ -12,8 +12,27 @@ import numpy as np
 from matplotlib.figure import Figure
 
 #: Column names of the official CSVs (written without a header; see the repo's losslandscape.ipynb).
-OFFICIAL_COLUMNS = ("x", "y", "l1", "l2", "NLL", "Cutoff1", "Cutoff2", "Acc", "Acc-90", "Unc", "Unc-90", "IoU",
-                    "IoU-90", "Freq", "Freq-90", "Top-5", "Brier", "ECE", "ECSE")
+OFFICIAL_COLUMNS = (
+    "x",
+    "y",
+    "l1",
+    "l2",
+    "NLL",
+    "Cutoff1",
+    "Cutoff2",
+    "Acc",
+    "Acc-90",
+    "Unc",
+    "Unc-90",
+    "IoU",
+    "IoU-90",
+    "Freq",
+    "Freq-90",
+    "Top-5",
+    "Brier",
+    "ECE",
+    "ECSE",
+)
 
 
 def read_official_csv(path: str | Path, weight_decay: float = 0.05) -> dict[str, np.ndarray]:
@@ -33,8 +52,9 @@ def read_official_csv(path: str | Path, weight_decay: float = 0.05) -> dict[str,
         names, rows = [c.strip() for c in rows[0]], rows[1:]
     need = ("x", "y", "l2", "NLL", "Acc")
     if any(c not in names for c in need) or any(len(r) < max(names.index(c) for c in need) + 1 for r in rows):
-        raise ValueError(f"read_official_csv: {path} lacks the columns {need} of the official layout "
-                         f"{OFFICIAL_COLUMNS}")
+        raise ValueError(
+            f"read_official_csv: {path} lacks the columns {need} of the official layout {OFFICIAL_COLUMNS}"
+        )
     table = {c: np.array([float(r[names.index(c)]) for r in rows]) for c in need}
     xs, ys = np.unique(table["x"].round(9)), np.unique(table["y"].round(9))
     if xs.size * ys.size != len(rows):
@@ -122,7 +142,7 @@ def polar_view(angle: np.ndarray, radius: np.ndarray) -> Figure:
 
 
 def side_by_side(grids: dict[str, dict[str, np.ndarray]], key: str = "loss") -> Figure:
-    """Filled contours of several grids ({label: {"x", "y", key}}) on one row, e.g. ours beside the official."""
+    """Filled contours of grids ({label: {"x", "y", key}}) on one row, e.g. ours beside the official."""
     fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.8), squeeze=False)
     for ax, (label, g) in zip(axes[0], grids.items()):
         cs = ax.contourf(g["x"], g["y"], np.ma.masked_invalid(g[key]).T, levels=_finite_levels(g[key]))

@@ -1,0 +1,185 @@
+"""Robustness: accuracy under frequency-band noise (paper Fig. 2b) and under common corruptions.
+
+Frequency noise follows the official `FreqAttack`: eps * sign(N(0, 1)) noise of the input's shape,
+band-limited by `freq.band_limit` (the one mask helper) and added to the normalised input. One noise
+draw per batch (seeded by ``seed`` and the batch index) is shared by all frequencies, so the curve
+compares bands on the same noise (common random numbers) and is identical under DDP.
+
+Corruptions: accuracy, NLL and ECE (15 equal-width confidence bins) per corruption and severity;
+the mean corruption error; mCE against a baseline (Hendrycks & Dietterich 2019):
+CE_c = sum_s err(c, s) / sum_s err_base(c, s), mCE = mean_c CE_c (1.0 = as robust as the baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
+from alternet_pl.analysis.features import eval_mode, map_batches
+from alternet_pl.analysis.freq import band_limit, check_freq
+from alternet_pl.analysis.results import read_json
+
+__all__ = [
+    "classification_counts",
+    "corruption_errors",
+    "evaluate_subsets",
+    "frequency_noise_accuracy",
+    "frequency_noise_scan",
+    "load_baseline_errors",
+    "mean_corruption_error",
+    "metrics_from_counts",
+    "relative_ce",
+]
+
+
+def _hard(labels: torch.Tensor) -> torch.Tensor:
+    return labels.argmax(dim=-1) if labels.ndim == 2 else labels
+
+
+def _seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def frequency_noise_scan(
+    model: nn.Module,
+    batches: Iterable,
+    freqs: Sequence[float],
+    eps: float = 0.007,
+    width: float = 0.2,
+    seed: int = 0,
+) -> dict[str, np.ndarray | float]:
+    """Clean accuracy, accuracy with noise in each band, and their difference (eval mode, no grad).
+
+    ``freqs`` are band centres in units of pi, each in (0, 1]; ``width`` is the half-width s in radians.
+    """
+    radians = [check_freq(f) for f in freqs]
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+
+    def one(i: int, batch) -> tuple[int, list[int]]:
+        x, y = batch[0], _hard(batch[1])
+        base = eps * torch.randn(x.shape, generator=torch.Generator().manual_seed(_seed(seed, i))).sign()
+        correct = [int((model(x).argmax(-1) == y).sum())]
+        for f in radians:
+            noisy = x + band_limit(base, f, width).to(device=x.device, dtype=x.dtype)
+            correct.append(int((model(noisy).argmax(-1) == y).sum()))
+        return x.shape[0], correct
+
+    with eval_mode(model), torch.no_grad():
+        parts = map_batches(one, batches, desc="freq noise")
+    total = sum(n for n, _ in parts)
+    acc = np.sum([c for _, c in parts], axis=0) / total
+    delta = acc[1:] - acc[0]
+    return {"freqs": np.asarray(freqs, float), "clean_acc": float(acc[0]), "acc": acc[1:], "delta": delta}
+
+
+def frequency_noise_accuracy(
+    model: nn.Module,
+    batches: Iterable,
+    freqs: Sequence[float],
+    eps: float = 0.007,
+    width: float = 0.2,
+    seed: int = 0,
+) -> np.ndarray:
+    """acc(noisy) - acc(clean) per band centre ``freqs`` (units of pi); see `frequency_noise_scan`."""
+    return frequency_noise_scan(model, batches, freqs, eps, width, seed)["delta"]
+
+
+# ---- calibration metrics -------------------------------------------------------------------------
+def classification_counts(model: nn.Module, batches: Iterable, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Additive sufficient statistics for acc / NLL / ECE over ``batches`` (caller sets eval/no_grad)."""
+    counts = {"n": 0, "correct": 0, "nll": 0.0, "bin_n": np.zeros(n_bins), "bin_conf": np.zeros(n_bins),
+              "bin_correct": np.zeros(n_bins)}
+    for batch in batches:
+        x, y = batch[0], _hard(batch[1])
+        logp = F.log_softmax(model(x).double(), dim=-1)
+        conf, pred = logp.exp().max(dim=-1)
+        hit = (pred == y).double()
+        counts["n"] += x.shape[0]
+        counts["correct"] += int(hit.sum())
+        counts["nll"] += float(-logp.gather(1, y[:, None]).sum())
+        idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1).cpu().numpy()
+        np.add.at(counts["bin_n"], idx, 1)
+        np.add.at(counts["bin_conf"], idx, conf.cpu().numpy())
+        np.add.at(counts["bin_correct"], idx, hit.cpu().numpy())
+    return counts
+
+
+def metrics_from_counts(c: Mapping) -> dict[str, float]:
+    """acc, NLL (mean) and ECE = sum_b |acc_b - conf_b| n_b / n from `classification_counts`."""
+    n = c["n"]
+    if n == 0:
+        raise ValueError("no samples were evaluated (empty data)")
+    ece = float(np.abs(np.asarray(c["bin_correct"]) - np.asarray(c["bin_conf"])).sum() / n)
+    return {"acc": c["correct"] / n, "nll": c["nll"] / n, "ece": ece}
+
+
+def evaluate_subsets(
+    model: nn.Module, subsets: Mapping[str, Iterable], n_bins: int = 15
+) -> dict[str, dict[str, float]]:
+    """{key: metrics} for each named data subset; subsets are split over ranks, results gathered."""
+    import sys
+
+    from tqdm import tqdm
+
+    rank, world = rank_and_world()
+    keys = list(subsets)
+    mine = [k for i, k in enumerate(keys) if i % world == rank]
+    local = {}
+    with eval_mode(model), torch.no_grad():
+        for key in tqdm(mine, desc="corruptions", disable=not sys.stderr.isatty() or rank != 0, leave=False):
+            local[key] = metrics_from_counts(classification_counts(model, subsets[key], n_bins))
+    merged = {k: v for part in all_gather_objects(local) for k, v in part.items()}
+    return {k: merged[k] for k in keys}
+
+
+# ---- corruption errors ------------------------------------------------------------------------------
+def corruption_errors(metrics: Mapping[str, Mapping[int, Mapping[str, float]]]) -> dict[str, list[float]]:
+    """{corruption: [error at each severity, in severity order]} from {corruption: {severity: metrics}}."""
+    return {c: [1.0 - m["acc"] for _, m in sorted(per.items())] for c, per in metrics.items()}
+
+
+def mean_corruption_error(errors: Mapping[str, Sequence[float]]) -> float:
+    """Unnormalised mean error over all corruptions and severities."""
+    return float(np.mean([e for errs in errors.values() for e in errs]))
+
+
+def relative_ce(
+    errors: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]]
+) -> tuple[float, dict[str, float]]:
+    """(mCE, {corruption: CE_c}) with CE_c = sum_s err / sum_s err_baseline over shared corruptions."""
+    shared = [c for c in errors if c in baseline]
+    if not shared:
+        raise ValueError(
+            f"no corruption in common with the baseline (ours: {sorted(errors)}, baseline: "
+            f"{sorted(baseline)}); evaluate both runs on the same corruptions"
+        )
+    ce = {}
+    for c in shared:
+        if len(errors[c]) != len(baseline[c]):
+            raise ValueError(
+                f"corruption {c!r}: {len(errors[c])} severities here vs {len(baseline[c])} in the "
+                "baseline; evaluate both on the same severities"
+            )
+        base = float(np.sum(baseline[c]))
+        ce[c] = float(np.sum(errors[c])) / base if base > 0 else math.inf
+    return float(np.mean(list(ce.values()))), ce
+
+
+def load_baseline_errors(path: str | Path) -> dict[str, list[float]]:
+    """The per-corruption error lists of a baseline run's corruption result file (`epoch=NNN.json`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"baseline result file {path} not found; pass the baseline run's "
+                                "analysis/corruption/epoch=NNN.json")
+    data = read_json(path)
+    if "errors" not in data:
+        raise ValueError(f"{path} has no 'errors' entry: is it a corruption analysis result file?")
+    return {c: [float(e) for e in errs] for c, errs in data["errors"].items()}

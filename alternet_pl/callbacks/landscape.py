@@ -1,0 +1,319 @@
+"""Loss-landscape callbacks: `landscape` (random filter-normalised 1-D/2-D slices) and `trajectory`
+(PCA of the weights saved during training, with the landscape drawn on those axes and a polar view).
+
+Sharpness summary logged by `landscape` (L0 = loss at theta, the grid centre):
+  * `edge_increase`: mean of L - L0 over the grid's boundary cells (|a| = span or |b| = span);
+  * `max_increase`: max of L - L0 over the whole grid (the worst point of the neighbourhood).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from alternet_pl.analysis.landscape import (
+    IGNORES,
+    NORMS,
+    directions_from_flat,
+    evaluate_grid,
+    random_directions,
+    trainable_parameters,
+)
+from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, polar
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
+from alternet_pl.plots import landscape as plots
+
+PAPER_WEIGHT_DECAY = 0.05
+
+
+def _weight_decay(paper_setting: bool, weight_decay: float | None, module: Any) -> float:
+    if weight_decay is not None:
+        return float(weight_decay)
+    if not paper_setting:
+        return 0.0
+    return float(getattr(module, "weight_decay", PAPER_WEIGHT_DECAY) or PAPER_WEIGHT_DECAY)
+
+
+class LandscapeCallback(AnalysisCallback):
+    """Loss (and accuracy) on a `steps`^`dims` grid over [-span, span] along random directions.
+
+    Args:
+        steps: grid points per direction (odd keeps theta itself on the grid).
+        span: the grid covers [-span, span] in units of the normalised directions.
+        dims: 1 (a curve) or 2 (a surface).
+        norm, ignore: see `alternet_pl.analysis.landscape.random_directions`.
+        paper_setting: the paper's plot: augmented training batches (with mixup) and the loss
+            NLL + weight_decay * sum_p ||theta_p||_2. Sets `data="train"`, `augment=True` unless given.
+        weight_decay: the weight-norm coefficient (None: the module's weight_decay under
+            `paper_setting`, else 0, the clean loss).
+    """
+
+    name = "landscape"
+
+    def __init__(
+        self,
+        steps: int = 21,
+        span: float = 1.0,
+        dims: int = 2,
+        norm: str = "filter",
+        ignore: str = "biasbn",
+        paper_setting: bool = False,
+        weight_decay: float | None = None,
+        every_n_epochs: int | None = None,
+        at: Sequence[str] = ("fit_end",),
+        num_batches: int = 4,
+        batch_size: int | None = None,
+        data: str | None = None,
+        augment: bool | None = None,
+        seed: int = 0,
+        log_images: bool = True,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data or ("train" if paper_setting else "val"),
+            augment=paper_setting if augment is None else augment,
+            seed=seed,
+            log_images=log_images,
+        )
+        if dims not in (1, 2):
+            raise ValueError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
+        if steps < 2:
+            raise ValueError(
+                f"LandscapeCallback: steps={steps}; use at least 2 points per direction (e.g. 21)"
+            )
+        if not span > 0:
+            raise ValueError(f"LandscapeCallback: span={span}; use a positive half-width such as 1.0")
+        if norm not in NORMS or ignore not in IGNORES:
+            raise ValueError(
+                f"LandscapeCallback: norm={norm!r}, ignore={ignore!r}; choose from {NORMS} / {IGNORES}"
+            )
+        self.steps, self.span, self.dims = int(steps), float(span), int(dims)
+        self.norm, self.ignore = norm, ignore
+        self.paper_setting, self.weight_decay = paper_setting, weight_decay
+
+    def compute(
+        self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
+    ) -> AnalysisResult:
+        wd = _weight_decay(self.paper_setting, self.weight_decay, context.module)
+        dirs = random_directions(model, n=self.dims, seed=self.seed, norm=self.norm, ignore=self.ignore)
+        axis = np.linspace(-self.span, self.span, self.steps)
+        grid = evaluate_grid(model, loss_fn, batches, dirs, [axis] * self.dims, weight_decay=wd)
+        if self.steps % 2:
+            mid = (self.steps // 2,) * self.dims
+            center, center_acc = float(grid["loss"][mid]), float(grid["acc"][mid])
+        else:  # theta is not a grid point: one extra evaluation
+            c = evaluate_grid(
+                model, loss_fn, batches, dirs, [[0.0]] * self.dims, weight_decay=wd, progress=False
+            )
+            center, center_acc = float(c["loss"].item()), float(c["acc"].item())
+        loss = grid["loss"]
+        edge = np.zeros(loss.shape, dtype=bool)
+        for k in range(self.dims):
+            idx = [slice(None)] * self.dims
+            idx[k] = [0, self.steps - 1]
+            edge[tuple(idx)] = True
+        with np.errstate(all="ignore"):
+            edge_inc = (
+                float(np.nanmean(loss[edge] - center)) if np.isfinite(loss[edge]).any() else float("nan")
+            )
+            max_inc = float(np.nanmax(loss - center)) if np.isfinite(loss).any() else float("nan")
+        scalars = {
+            "center_loss": center,
+            "center_acc": center_acc,
+            "edge_increase": edge_inc,
+            "max_increase": max_inc,
+            "nonfinite_cells": float(len(grid["nonfinite_cells"])),
+        }
+        arrays = {"coords": axis, "loss": loss, "nll": grid["nll"], "acc": grid["acc"]}
+        if "l2" in grid:
+            arrays["l2"] = grid["l2"]
+        summary = {
+            "steps": self.steps,
+            "span": self.span,
+            "dims": self.dims,
+            "norm": self.norm,
+            "ignore": self.ignore,
+            "weight_decay": wd,
+            "data": self.data,
+            "augment": self.augment,
+            "num_samples": sum(int(b[1].shape[0]) for b in batches),
+            "nonfinite_cells": grid["nonfinite_cells"],
+            "notes": grid["notes"],
+        }
+        return AnalysisResult(scalars=scalars, summary=summary, arrays=arrays)
+
+    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
+        a = result.arrays
+        x, loss, acc = a["coords"], np.asarray(a["loss"]), np.asarray(a["acc"])
+        if self.dims == 1:
+            return {
+                "": plots.curve(x, loss, acc, title=f"loss along a random direction (epoch {context.epoch})")
+            }
+        mid = int(np.argmin(np.abs(x)))
+        return {
+            "": plots.contour(x, x, loss, title=f"loss (epoch {context.epoch})"),
+            "heatmap": plots.heatmap(x, x, loss),
+            "surface": plots.surface(x, x, loss),
+            "curve": plots.curve(x, loss[:, mid], acc[:, mid], title="slice along direction 1"),
+        }
+
+
+class TrajectoryCallback(AnalysisCallback):
+    """Keeps flat fp32 weights every `snapshot_every_n_epochs` (and at fit start), then at the analysis
+    point projects theta_t - theta_final on its top-2 PCA directions and evaluates the loss there.
+
+    Args:
+        snapshot_every_n_epochs: epochs between snapshots.
+        store: "memory" (CPU arrays) or "disk" (`.npy` under `<root>/analysis/trajectory/weights/`).
+        checkpoints: Lightning checkpoint files to use as snapshots instead (for `analyze`).
+        steps, margin: grid points per axis and padding around the path (fraction of its extent).
+    """
+
+    name = "trajectory"
+
+    def __init__(
+        self,
+        snapshot_every_n_epochs: int = 1,
+        store: str = "memory",
+        checkpoints: list[str] | None = None,
+        steps: int = 21,
+        margin: float = 0.2,
+        every_n_epochs: int | None = None,
+        at: Sequence[str] = ("fit_end",),
+        num_batches: int = 4,
+        batch_size: int | None = None,
+        data: str = "val",
+        augment: bool = False,
+        seed: int = 0,
+        log_images: bool = True,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data,
+            augment=augment,
+            seed=seed,
+            log_images=log_images,
+        )
+        if store not in ("memory", "disk"):
+            raise ValueError(f"TrajectoryCallback: store={store!r}; choose 'memory' or 'disk'")
+        if snapshot_every_n_epochs < 1 or steps < 2 or margin < 0:
+            raise ValueError("TrajectoryCallback: need snapshot_every_n_epochs >= 1, steps >= 2, margin >= 0")
+        self.snapshot_every, self.store, self.checkpoints = (
+            snapshot_every_n_epochs,
+            store,
+            list(checkpoints or []),
+        )
+        self.steps, self.margin = int(steps), float(margin)
+        self.snapshots: dict[int, np.ndarray | Path] = {}
+        self._dir: Path | None = None
+
+    # ---- recording ------------------------------------------------------------------------------
+    def snapshot(self, model: nn.Module, epoch: int) -> None:
+        """Record the current trainable weights as the snapshot of `epoch`."""
+        flat = flatten_trainable(model)
+        if self.store == "disk":
+            path = Path(self._dir or "trajectory_weights") / f"epoch={epoch:03d}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, flat)
+            self.snapshots[epoch] = path
+        else:
+            self.snapshots[epoch] = flat
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._dir = (
+            Path(trainer.default_root_dir) / "analysis" / self.name / "weights" / f"rank{trainer.global_rank}"
+        )
+        if trainer.current_epoch not in self.snapshots:
+            self.snapshot(getattr(pl_module, "model", pl_module), trainer.current_epoch)
+        super().on_fit_start(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.snapshot_every == 0 and not trainer.sanity_checking:
+            self.snapshot(getattr(pl_module, "model", pl_module), epoch)
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def _from_checkpoint(self, model: nn.Module, path: str) -> np.ndarray:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("state_dict", state)
+        rows, missing, bad = [], [], []
+        for name, p in trainable_parameters(model).items():
+            t = state.get(f"model.{name}", state.get(name))
+            if t is None:
+                missing.append(name)
+            elif t.shape != p.shape:
+                bad.append(f"{name}: {tuple(t.shape)} vs {tuple(p.shape)}")
+            else:
+                rows.append(t.reshape(-1).float())
+        if missing or bad:
+            raise ValueError(
+                f"TrajectoryCallback: checkpoint {path} does not fit this model (another architecture?): "
+                f"missing {missing[:5]}, shape mismatches {bad[:5]}"
+            )
+        return torch.cat(rows).numpy()
+
+    # ---- analysis -------------------------------------------------------------------------------
+    def compute(
+        self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
+    ) -> AnalysisResult:
+        if self.checkpoints:
+            epochs = list(range(len(self.checkpoints)))
+            snaps = [self._from_checkpoint(model, p) for p in self.checkpoints]
+        else:
+            epochs = sorted(self.snapshots)
+            snaps = [
+                np.load(s, mmap_mode="r") if isinstance(s, Path) else s
+                for s in (self.snapshots[e] for e in epochs)
+            ]
+        if len(snaps) < 2:
+            raise ValueError(
+                f"TrajectoryCallback: {len(snaps)} weight snapshot(s); the PCA needs at least 2 besides "
+                "the final weights: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
+            )
+        final = flatten_trainable(model)
+        vecs, path, explained = pca_directions(snaps, final)
+        dirs = directions_from_flat(model, vecs)
+        lo, hi = np.minimum(path.min(0), 0.0), np.maximum(path.max(0), 0.0)
+        pad = self.margin * np.maximum(hi - lo, 1e-12)
+        axes = [np.linspace(lo[k] - pad[k], hi[k] + pad[k], self.steps) for k in range(2)]
+        grid = evaluate_grid(model, loss_fn, batches, dirs, axes)
+        angle, radius = polar(path)
+        arrays = {
+            "x": axes[0],
+            "y": axes[1],
+            "loss": grid["loss"],
+            "acc": grid["acc"],
+            "path": path,
+            "epochs": np.asarray(epochs),
+            "explained": explained,
+            "angle": angle,
+            "radius": radius,
+        }
+        scalars = {
+            "explained_1": float(explained[0]),
+            "explained_2": float(explained[1]),
+            "path_length": float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()),
+        }
+        summary = {"epochs": epochs, "notes": grid["notes"], "nonfinite_cells": grid["nonfinite_cells"]}
+        return AnalysisResult(scalars=scalars, summary=summary, arrays=arrays)
+
+    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
+        a = result.arrays
+        return {
+            "": plots.trajectory(
+                a["x"], a["y"], np.asarray(a["loss"]), np.asarray(a["path"]), a["explained"]
+            ),
+            "polar": plots.polar_view(np.asarray(a["angle"]), np.asarray(a["radius"])),
+        }

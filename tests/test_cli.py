@@ -1,0 +1,94 @@
+"""The fit / analyze commands: config composition, run directories, files written, clear errors."""
+
+import glob
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from alternet_pl import fit
+from alternet_pl.runs import make_run_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(glob.glob(str(ROOT / "experiments" / "**" / "*.yaml"), recursive=True))
+TINY = [
+    "--data.init_args.num_train=48", "--data.init_args.num_val=32", "--data.init_args.batch_size=16",
+    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_experiment_passes_print_config(path, capsys):
+    args = ["--config", path]
+    if "buildup" in path:
+        args = ["--config", str(ROOT / "experiments" / "alter_r50.yaml")] + args
+    with pytest.raises(SystemExit) as exit_info:
+        fit.main(args + ["--print_config"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "model:" in out and "data:" in out and "class_path" in out
+
+
+def test_configs_compose_left_to_right(capsys):
+    with pytest.raises(SystemExit):
+        fit.main(["--config", str(ROOT / "experiments/alter_r50.yaml"),
+                  "--config", str(ROOT / "configs/trainer/ddp.yaml"),
+                  "--trainer.max_epochs=7", "--print_config"])
+    out = capsys.readouterr().out
+    assert "strategy: ddp" in out and "precision: bf16-mixed" in out and "max_epochs: 7" in out
+    assert "alternet_cifar_50" in out
+
+
+def test_unknown_config_key_is_rejected(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  modle: alternet_cifar_micro\n")
+    with pytest.raises(SystemExit) as exit_info:
+        fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"), "--config", str(bad), "--print_config"])
+    assert exit_info.value.code != 0
+    assert "modle" in capsys.readouterr().err
+
+
+def test_short_quickstart_writes_run_directory(tmp_path):
+    cli = fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"), f"--runs_dir={tmp_path}", *TINY])
+    run = tmp_path / "quickstart" / "version_0"
+    assert cli.run_dir == run
+    assert (run / "config.yaml").is_file() and "alternet_cifar_micro" in (run / "config.yaml").read_text()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/acc1", "val/acc5", "val/nll", "val/ece", "val/loss"} <= set(header)
+    # a second run never overwrites the first
+    fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"), f"--runs_dir={tmp_path}", *TINY])
+    assert (tmp_path / "quickstart" / "version_1" / "metrics.csv").is_file()
+    assert (run / "metrics.csv").is_file()
+
+
+def test_run_dir_is_never_reused(tmp_path, monkeypatch):
+    monkeypatch.delenv("ALTERNET_RUN_DIR", raising=False)
+    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    a = make_run_dir(tmp_path, "exp")
+    monkeypatch.delenv("ALTERNET_RUN_DIR")
+    b = make_run_dir(tmp_path, "exp", version="mine")
+    monkeypatch.delenv("ALTERNET_RUN_DIR")
+    c = make_run_dir(tmp_path, "exp", version="mine")
+    monkeypatch.delenv("ALTERNET_RUN_DIR")
+    assert (a.name, b.name) == ("version_0", "mine")
+    assert c != b and c.name.startswith("mine_version_")
+    assert len({a, b, c}) == 3 and all(p.is_dir() for p in (a, b, c))
+
+
+def test_analyze_rejects_a_corrupt_checkpoint(tmp_path):
+    from alternet_pl.analyze import load_checkpoint
+    from alternet_pl.module import ImageClassifier
+
+    module = ImageClassifier(model="resnet_cifar_micro")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(module, broken)
+    other = ImageClassifier(model="alternet_cifar_micro")
+    torch.save({"state_dict": other.state_dict(), "epoch": 1}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        load_checkpoint(module, tmp_path / "other.ckpt")

@@ -1,0 +1,82 @@
+"""CIFAR-C / ImageNet-C loaders on tiny hand-written files in the real layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alternet_pl.data.corruptions import CorruptionDataModule, corruption_dataset, detect_layout
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+N = 3  # images per severity
+
+
+def write_cifar_c(root, corruptions=("fog", "snow"), n=N, labels_n=None):
+    root.mkdir(parents=True, exist_ok=True)
+    for k, c in enumerate(corruptions):
+        imgs = np.zeros((5 * n, 4, 4, 3), np.uint8)
+        for s in range(5):
+            for i in range(n):
+                imgs[s * n + i] = 100 * k + 10 * (s + 1) + i  # encodes corruption, severity, index
+        np.save(root / f"{c}.npy", imgs)
+    labels = np.array([(s * n + i) % 7 for s in range(5) for i in range(n)], np.int64)
+    np.save(root / "labels.npy", labels[: labels_n or 5 * n])
+    return root
+
+
+def raw(x: torch.Tensor) -> torch.Tensor:
+    return torch.round((x * STD[0] + MEAN[0]) * 255)
+
+
+def test_cifar_c_severities_and_labels(tmp_path):
+    root = write_cifar_c(tmp_path / "c")
+    assert detect_layout(root) == "npy"
+    dm = CorruptionDataModule(root, MEAN, STD, corruptions=["fog", "snow"], batch_size=2)
+    dm.setup()
+    assert dm.keys == [(c, s) for c in ("fog", "snow") for s in range(1, 6)]
+    for (c, s), ds in dm.datasets.items():
+        assert len(ds) == N
+        for i in range(N):
+            x, y = ds[i]
+            assert x.shape == (3, 4, 4) and x.dtype == torch.float32
+            assert torch.all(raw(x) == 100 * ("fog", "snow").index(c) + 10 * s + i)
+            assert y == ((s - 1) * N + i) % 7
+    loaders = dm.test_dataloader()
+    assert len(loaders) == 10 and sum(len(b[1]) for b in loaders[0]) == N
+    sub = corruption_dataset(root, "snow", 4, MEAN, STD, max_images=2)
+    assert len(sub) == 2 and torch.all(raw(sub[1][0]) == 100 + 40 + 1)
+
+
+def test_missing_files_and_label_mismatch_name_the_file(tmp_path):
+    root = write_cifar_c(tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match=r"gaussian_noise\.npy"):
+        CorruptionDataModule(root, MEAN, STD).setup()  # default: the 15 benchmark corruptions
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        detect_layout(tmp_path / "nowhere")
+    bad = write_cifar_c(tmp_path / "bad", labels_n=5 * N - 1)
+    with pytest.raises(ValueError, match=r"label count mismatch.*labels\.npy"):
+        corruption_dataset(bad, "fog", 1, MEAN, STD)
+    np.save(bad / "odd.npy", np.zeros((7, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="5 severities"):
+        corruption_dataset(bad, "odd", 1, MEAN, STD)
+    with pytest.raises(ValueError, match="severity 6"):
+        corruption_dataset(root, "fog", 6, MEAN, STD)
+
+
+def test_imagenet_c_folder_layout(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "inc"
+    for s in (1, 2):
+        for k, cls in enumerate(["n01", "n02"]):
+            d = root / "fog" / str(s) / cls
+            d.mkdir(parents=True)
+            Image.fromarray(np.full((8, 8, 3), 50 * s + k, np.uint8)).save(d / "a.png")
+    assert detect_layout(root) == "folder"
+    dm = CorruptionDataModule(root, MEAN, STD, corruptions=["fog"], severities=[1, 2], image_size=8)
+    dm.setup()
+    x, y = dm.datasets[("fog", 2)][1]
+    assert y == 1 and x.shape == (3, 8, 8) and torch.allclose(raw(x), torch.tensor(101.0))
+    with pytest.raises(FileNotFoundError, match=r"fog[/\\]3"):
+        corruption_dataset(root, "fog", 3, MEAN, STD)

@@ -1,0 +1,350 @@
+"""Hessian analysis vs independent references: dense float64 Hessians from torch.func on tiny models."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from alternet_pl.analysis import hessian as hs
+from alternet_pl.analysis.loss import cross_entropy_loss
+
+
+def make_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+
+
+def make_cnn() -> nn.Module:
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3),
+    ).double()
+    bn = model[1]  # non-trivial running statistics and affine parameters
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+def make_batches(shape: tuple, sizes=(5, 3, 7), seed: int = 2) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+            for n in sizes]
+
+
+CASES = {"mlp": (make_mlp, (4,)), "cnn": (make_cnn, (2, 5, 5))}
+
+
+def dense_hessian(model: nn.Module, batches: list, names: list[str] | None = None) -> torch.Tensor:
+    """Full-batch Hessian of the mean cross-entropy (eval mode) by torch.func.hessian."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    names = names or list(params)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    flat0 = torch.cat([params[n].reshape(-1) for n in names])
+    sizes = [params[n].numel() for n in names]
+
+    def f(flat):
+        new = dict(params)
+        for n, t in zip(names, flat.split(sizes)):
+            new[n] = t.view(params[n].shape)
+        return F.cross_entropy(functional_call(model, new, (x,)), y)
+
+    was = model.training
+    model.eval()
+    h = torch.func.hessian(f)(flat0)
+    model.train(was)
+    return h
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    make, shape = CASES[request.param]
+    model = make()
+    batches = make_batches(shape)
+    return model, batches, dense_hessian(model, batches)
+
+
+def op_for(model, batches, **kw):
+    return hs.HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float64, **kw)
+
+
+def test_hvp_equals_dense_hessian_times_v_with_uneven_batches(case):
+    model, batches, h = case
+    model.train()  # the operator evaluates in eval mode and puts the flags back
+    op = op_for(model, batches)
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(op.size, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(op @ v[:, 0], h @ v[:, 0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op @ v, h @ v, rtol=1e-10, atol=1e-12)
+    assert op.num_hvps == 3
+    assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("which,k", [("LA", 1), ("LA", 3), ("SA", 2), ("LM", 3), ("BE", 3)])
+def test_lanczos_eigenvalues_match_eigvalsh(case, which, k):
+    model, batches, h = case
+    evals = torch.linalg.eigvalsh(h)
+    res = hs.top_eigenvalues(op_for(model, batches), k=k, which=which, tol=1e-8, max_iter=h.shape[0])
+    vals, vecs = res
+    expected = {"LA": evals[-k:], "SA": evals[:k], "LM": evals[evals.abs().argsort()[-k:]].sort().values,
+                "BE": torch.cat([evals[: k // 2], evals[-((k + 1) // 2):]])}[which]
+    assert res.converged
+    torch.testing.assert_close(vals, expected, rtol=1e-6, atol=1e-9)
+    assert vecs.shape == (h.shape[0], k)
+    true_res = (h @ vecs - vecs * vals).norm(dim=0)  # reported residual bounds are the true ones
+    torch.testing.assert_close(res.residuals, true_res, rtol=1e-3, atol=1e-9)
+    assert res.num_hvps < h.shape[0]  # stopped by the residual rule, not by exhausting the space
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_power_iteration_agrees(case, which):
+    model, batches, h = case
+    evals = torch.linalg.eigvalsh(h)
+    vals, _ = hs.top_eigenvalues(op_for(model, batches), k=2, which=which, tol=1e-7, max_iter=3000, method="power")
+    expected = {"LA": evals[-2:], "SA": evals[:2], "LM": evals[evals.abs().argsort()[-2:]].sort().values}[which]
+    torch.testing.assert_close(vals, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_hutch_plus_plus_is_exact_when_the_sketch_spans_the_space(case):
+    model, batches, h = case
+    n = h.shape[0]
+    mean, stderr = hs.trace(op_for(model, batches), num_samples=3 * n + 2, method="hutch++")
+    assert mean == pytest.approx(float(h.trace()), rel=1e-8, abs=1e-10)
+    assert stderr < 1e-8 * h.abs().max()
+
+
+def test_hutchinson_is_unbiased_with_the_right_standard_error(case):
+    model, batches, h = case
+    m = 400
+    mean, stderr = hs.trace(op_for(model, batches), num_samples=m, method="hutchinson", seed=1)
+    # Var(z^T H z) for Rademacher z is 2 * sum_{i != j} H_ij^2: the estimator's true standard error
+    true_se = math.sqrt(2 * float((h**2).sum() - (h.diagonal() ** 2).sum()) / m)
+    assert stderr == pytest.approx(true_se, rel=0.25)
+    assert abs(mean - float(h.trace())) < 4 * true_se
+
+
+class Recording:
+    """Wraps an operator and records every vector it is applied to (to check SLQ's quadrature exactly)."""
+
+    def __init__(self, op):
+        self.op, self.seen = op, []
+        self.size, self.dtype, self.device = op.size, op.dtype, op.device
+
+    def __matmul__(self, v):
+        self.seen.append(v.clone())
+        return self.op @ v
+
+
+def test_slq_weights_and_moments(case):
+    model, batches, h = case
+    n = h.shape[0]
+    runs, steps = 30, 8
+    rec = Recording(op_for(model, batches))
+    nodes, weights = hs.spectral_density(rec, num_runs=runs, num_steps=steps, seed=0)
+    assert nodes.shape == weights.shape == (runs * steps,)
+    assert float(weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    evals = torch.linalg.eigvalsh(h)
+    assert nodes.min() >= evals[0] - 1e-9 and nodes.max() <= evals[-1] + 1e-9
+    probes = torch.stack(rec.seen[::steps])  # each run's normalised start vector
+    for j in (1, 2):
+        hj = torch.linalg.matrix_power(h, j)
+        # Gauss quadrature with `steps` nodes is exact for degree <= 2 * steps - 1: q^T H^j q per run
+        exact = torch.einsum("ri,ij,rj->r", probes, hj, probes).mean()
+        assert float((weights * nodes**j).sum()) == pytest.approx(float(exact), rel=1e-9)
+        # ... and unbiased for tr(H^j) / n, within 4 standard errors of a Rademacher quadratic form
+        se = math.sqrt(2 * float((hj**2).sum() - (hj.diagonal() ** 2).sum()) / runs) / n
+        assert abs(float(exact) - float(hj.trace()) / n) < 4 * se
+
+
+def test_smoothed_density_integrates_to_one():
+    nodes = torch.tensor([-1.0, 0.0, 3.0])
+    weights = torch.tensor([0.2, 0.5, 0.3])
+    grid = torch.linspace(-5, 8, 4001)
+    dens = hs.smoothed_density(nodes, weights, grid, sigma=0.1)
+    assert float(torch.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-6)
+    assert float(dens[(grid - 0.0).abs().argmin()]) == pytest.approx(0.5 / (0.1 * math.sqrt(2 * math.pi)), rel=1e-3)
+
+
+def test_blockwise_equals_dense_sub_block():
+    model, batches = make_mlp(), make_batches((4,))
+    names = [n for n, _ in model.named_parameters()]
+    h = dense_hessian(model, batches)
+    sizes = [p.numel() for p in model.parameters()]
+    start = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+    idx = torch.arange(start[2], start[4])  # the second Linear ("2.weight", "2.bias")
+    sub = h[idx][:, idx]
+    for params in ("2", ["2."], model[2], ["2.weight", "2.bias"]):
+        op = op_for(model, batches, params=params)
+        assert op.names == names[2:]
+        v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(op @ v, sub @ v, rtol=1e-10, atol=1e-12)
+    vals, _ = hs.top_eigenvalues(op_for(model, batches, params=model[2]), k=2, tol=1e-9, max_iter=18)
+    torch.testing.assert_close(vals, torch.linalg.eigvalsh(sub)[-2:], rtol=1e-7, atol=1e-10)
+
+
+def test_train_mode_uses_batch_statistics_and_leaves_running_stats_alone():
+    model, batches = make_cnn(), make_batches((2, 5, 5))
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    op = op_for(model, batches, mode="train")
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    hv = op @ v
+    for n, b in model.named_buffers():
+        assert torch.equal(b, buffers[n]), n
+    ref = copy.deepcopy(model)  # reference: BN without running statistics = batch statistics, functional
+    ref[1].track_running_stats = False
+    ref[1].running_mean = ref[1].running_var = ref[1].num_batches_tracked = None
+    ref.train()
+    total = sum(b[0].shape[0] for b in batches)
+    expected = sum(_train_hessian(ref, b) @ v * (b[0].shape[0] / total) for b in batches)
+    torch.testing.assert_close(hv, expected, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(hv, op_for(model, batches) @ v)  # and it is not the eval-mode Hessian
+
+
+def _train_hessian(model, batch):
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    sizes = [p.numel() for p in params.values()]
+
+    def f(flat):
+        new = {n: t.view(p.shape) for (n, p), t in zip(params.items(), flat.split(sizes))}
+        return F.cross_entropy(functional_call(model, new, (batch[0],)), batch[1])
+
+    return torch.func.hessian(f)(torch.cat([p.reshape(-1) for p in params.values()]))
+
+
+@pytest.mark.parametrize("form", ["l2", "norm"])
+def test_weight_decay_term(form):
+    model, batches = make_mlp(), make_batches((4,))
+    wd = 0.05
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    sizes = [p.numel() for p in model.parameters()]
+
+    def reg(flat):
+        parts = flat.split(sizes)
+        return 0.5 * wd * sum((t**2).sum() for t in parts) if form == "l2" else wd * sum(t.norm() for t in parts)
+
+    h = dense_hessian(model, batches) + torch.func.hessian(reg)(flat0)
+    op = op_for(model, batches, weight_decay=wd, weight_decay_form=form)
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(op @ v, h @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_max_eigenvalue_spectrum_per_batch():
+    model, batches = make_mlp(), make_batches((4,))
+    spec = hs.max_eigenvalue_spectrum(model, cross_entropy_loss, batches, k=2, which="LM",
+                                      dtype=torch.float64, tol=1e-9, max_iter=43)
+    assert spec.shape == (3, 2)
+    for row, b in zip(spec, batches):
+        ev = torch.linalg.eigvalsh(dense_hessian(model, [b]))
+        torch.testing.assert_close(row, ev[ev.abs().argsort()[-2:]].sort().values, rtol=1e-7, atol=1e-10)
+
+
+def test_float64_operator_on_a_float32_model_round_trips_exactly():
+    model = make_mlp().float()
+    batches = [(x.float(), y) for x, y in make_batches((4,))]
+    before = [p.detach().clone() for p in model.parameters()]
+    op64 = hs.HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float64)
+    op32 = hs.HessianOperator(model, cross_entropy_loss, batches)
+    v = torch.randn(op64.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h = dense_hessian(make_mlp(), make_batches((4,)))  # same weights in float64 (float32-exact inputs aside)
+    hv64 = op64 @ v
+    assert hv64.dtype == torch.float64
+    torch.testing.assert_close((op32 @ v.float()).double(), hv64, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(hv64, h @ v, rtol=1e-5, atol=1e-6)  # float32-rounded weights and data
+    assert all(p.dtype == torch.float32 and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_timm_vit_double_backward_on_cpu():
+    timm = pytest.importorskip("timm")
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=8, patch_size=2, embed_dim=16, depth=1, num_heads=2, num_classes=3).double()
+    assert timm is not None and model.blocks[0].attn.fused_attn  # the fused CPU kernel has no double backward
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+               for n in (3, 2)]
+    op = op_for(model, batches)
+    v = torch.randn(op.size, generator=g, dtype=torch.float64)
+    params = op.params
+
+    def grad_at(shift: float) -> torch.Tensor:
+        with torch.no_grad():
+            for p, u in zip(params, op._split(v)):
+                p.add_(shift * u)
+        model.eval()
+        total = sum(F.cross_entropy(model(x), y) * len(y) for x, y in batches) / 5
+        grads = torch.autograd.grad(total, params)
+        with torch.no_grad():
+            for p, u in zip(params, op._split(v)):
+                p.sub_(shift * u)
+        return torch.cat([t.reshape(-1) for t in grads])
+
+    eps = 1e-5  # central difference of gradients: O(eps^2) truncation error
+    fd = (grad_at(eps) - grad_at(-eps)) / (2 * eps)
+    torch.testing.assert_close(op @ v, fd, rtol=1e-6, atol=1e-7)
+    res = hs.top_eigenvalues(op, k=1, tol=1e-6, max_iter=150)
+    assert res.converged and res.num_hvps < 150
+
+
+def test_non_convergence_warns_with_residuals():
+    model, batches = make_mlp(), make_batches((4,))
+    with pytest.warns(RuntimeWarning, match="did not converge.*residuals"):
+        res = hs.top_eigenvalues(op_for(model, batches), k=3, tol=1e-12, max_iter=3)
+    assert not res.converged and res.residuals.shape == (3,)
+
+
+def _bad_scalar_loss(model, batch):
+    return F.cross_entropy(model(batch[0]), batch[1], reduction="none"), len(batch[1])
+
+
+def _no_grad_loss(model, batch):
+    with torch.no_grad():
+        return cross_entropy_loss(model, batch)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model, batches = make_mlp(), make_batches((4,))
+    op = op_for(model, batches)
+    with pytest.raises(ValueError, match="shape"):
+        op @ torch.zeros(op.size + 1, dtype=torch.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        op @ torch.zeros(op.size)
+    with pytest.raises(ValueError, match="k=44"):
+        hs.top_eigenvalues(op, k=44)
+    with pytest.raises(ValueError, match="which"):
+        hs.top_eigenvalues(op, which="XX")
+    with pytest.raises(ValueError, match="max_iter"):
+        hs.top_eigenvalues(op, k=5, max_iter=3)
+    with pytest.raises(ValueError, match="no trainable parameters selected"):
+        op_for(model, batches, params="nonexistent")
+    with pytest.raises(ValueError, match="empty"):
+        op_for(model, [])
+    with pytest.raises(ValueError, match="scalar"):
+        hs.HessianOperator(model, _bad_scalar_loss, batches, dtype=torch.float64) @ torch.zeros(43, dtype=torch.float64)
+    with pytest.raises(ValueError, match="no autograd graph"):
+        hs.HessianOperator(model, _no_grad_loss, batches, dtype=torch.float64) @ torch.zeros(43, dtype=torch.float64)
+    linear = nn.Linear(4, 3).double()  # the loss sum(Wx + b) is linear in the parameters
+    with pytest.raises(ValueError, match="second-derivative path"):
+        hs.HessianOperator(linear, lambda m, b: (m(b[0]).sum(), 1), batches, dtype=torch.float64) @ torch.zeros(
+            15, dtype=torch.float64)
+    with pytest.raises(ValueError, match="less precise"):
+        hs.HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float32)
+    with pytest.raises(ValueError, match="mode"):
+        op_for(model, batches, mode="training")
+    with pytest.raises(ValueError, match="num_samples"):
+        hs.trace(op, num_samples=3)
+    gen = (b for b in batches)  # a one-shot generator is read empty the second time
+    op_gen = op_for(model, gen)
+    op_gen @ torch.zeros(43, dtype=torch.float64)
+    with pytest.raises(ValueError, match="no samples"):
+        op_gen @ torch.zeros(43, dtype=torch.float64)

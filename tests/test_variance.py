@@ -1,0 +1,44 @@
+"""Feature-map variance against a brute-force numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alternet_pl.analysis import variance
+
+
+def brute_force(z: np.ndarray) -> float:
+    """Mean over batch and channels of the unbiased variance over the spatial positions, by loops."""
+    b, c, h, w = z.shape
+    total = 0.0
+    for i in range(b):
+        for j in range(c):
+            vals = z[i, j].ravel()
+            m = vals.sum() / vals.size
+            total += ((vals - m) ** 2).sum() / (vals.size - 1)
+    return total / (b * c)
+
+
+def test_matches_brute_force_and_scales_by_c_squared():
+    z = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
+    v = variance.feature_map_variance({"z": z, "cz": -3.0 * z, "shift": z + 7.0})
+    assert v["z"] == pytest.approx(brute_force(z.double().numpy()), rel=1e-12)
+    assert v["cz"] == pytest.approx(9.0 * v["z"], rel=1e-12)
+    assert v["shift"] == pytest.approx(v["z"], rel=1e-9)
+
+
+def test_constant_map_has_zero_variance_and_tokens_match_map():
+    assert variance.feature_map_variance({"c": torch.full((2, 3, 4, 4), 5.0)})["c"] == 0.0
+    fmap = torch.randn(2, 6, 4, 4)
+    tokens = fmap.flatten(2).transpose(1, 2)
+    cls = torch.cat([100 * torch.ones(2, 1, 6), tokens], 1)  # a huge CLS token must be dropped
+    v = variance.feature_map_variance({"map": fmap, "tok": tokens, "cls": cls})
+    assert v["tok"] == pytest.approx(v["map"], rel=1e-12) and v["cls"] == pytest.approx(v["map"], rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 1, 1), (2, 14, 3)])
+def test_bad_shapes_raise(shape):
+    with pytest.raises(ValueError, match="exclude this layer"):
+        variance.feature_map_variance({"bad": torch.randn(shape)})
