@@ -80,3 +80,37 @@ def test_imagenet_c_folder_layout(tmp_path):
     assert y == 1 and x.shape == (3, 8, 8) and torch.allclose(raw(x), torch.tensor(101.0))
     with pytest.raises(FileNotFoundError, match=r"fog[/\\]3"):
         corruption_dataset(root, "fog", 3, MEAN, STD)
+
+
+def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
+    from alternet_pl.callbacks.robustness import CorruptionCallback
+    from tests.test_fourier import _module_and_data
+
+    module, dm = _module_and_data()
+    root = tmp_path / "CIFAR-10-C"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for c in ("fog", "snow"):
+        np.save(root / f"{c}.npy", rng.integers(0, 256, (5 * 4, 32, 32, 3), dtype=np.uint8))
+    labels = rng.integers(0, 10, 20)
+    np.save(root / "labels.npy", labels)
+    cb = CorruptionCallback(root=str(root), corruptions=["fog", "snow"], severities=[1, 3], eval_batch_size=3,
+                            num_batches=1, batch_size=8)
+    res = cb.run(module, dm, tmp_path / "run", epoch=0)
+    # reference: the model on the raw arrays, normalised with the datamodule's statistics
+    model = module.model.eval()
+    imgs = np.load(root / "snow.npy")[8:12]  # severity 3 of n = 4
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.2
+    with torch.no_grad():
+        acc = (model(x).argmax(-1).numpy() == labels[8:12]).mean()
+    assert res.summary["metrics"]["snow"][3]["acc"] == pytest.approx(acc)
+    errs = res.summary["errors"]
+    assert res.scalars["mean_corruption_error"] == pytest.approx(np.mean(errs["fog"] + errs["snow"]))
+    base = tmp_path / "run" / "analysis" / "corruption" / "epoch=000.json"
+    assert base.is_file()
+    again = CorruptionCallback(root=str(root), corruptions=["fog", "snow"], severities=[1, 3], baseline=str(base),
+                               eval_batch_size=3, num_batches=1, batch_size=8).run(module, dm, tmp_path / "r2", 0)
+    if all(sum(e) > 0 for e in errs.values()):
+        assert again.scalars["mce"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="--corruption.root"):
+        CorruptionCallback()

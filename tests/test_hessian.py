@@ -41,6 +41,15 @@ def make_batches(shape: tuple, sizes=(5, 3, 7), seed: int = 2) -> list:
             for n in sizes]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run ~5x faster on one thread when the cores are shared; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 CASES = {"mlp": (make_mlp, (4,)), "cnn": (make_cnn, (2, 5, 5))}
 
 
@@ -110,9 +119,11 @@ def test_lanczos_eigenvalues_match_eigvalsh(case, which, k):
 def test_power_iteration_agrees(case, which):
     model, batches, h = case
     evals = torch.linalg.eigvalsh(h)
-    vals, _ = hs.top_eigenvalues(op_for(model, batches), k=2, which=which, tol=1e-7, max_iter=3000, method="power")
+    res = hs.top_eigenvalues(op_for(model, batches), k=2, which=which, tol=1e-5, max_iter=3000, method="power")
     expected = {"LA": evals[-2:], "SA": evals[:2], "LM": evals[evals.abs().argsort()[-2:]].sort().values}[which]
-    torch.testing.assert_close(vals, expected, rtol=1e-5, atol=1e-7)
+    assert res.converged
+    # residual r bounds the eigenvalue error by r^2 / gap: tol 1e-5 on residuals is far tighter here
+    torch.testing.assert_close(res.eigenvalues, expected, rtol=1e-6, atol=1e-8)
 
 
 def test_hutch_plus_plus_is_exact_when_the_sketch_spans_the_space(case):
@@ -200,14 +211,26 @@ def test_train_mode_uses_batch_statistics_and_leaves_running_stats_alone():
     hv = op @ v
     for n, b in model.named_buffers():
         assert torch.equal(b, buffers[n]), n
-    ref = copy.deepcopy(model)  # reference: BN without running statistics = batch statistics, functional
-    ref[1].track_running_stats = False
-    ref[1].running_mean = ref[1].running_var = ref[1].num_batches_tracked = None
-    ref.train()
+    # Reference: the same network with BatchNorm written out by hand (batch mean and biased variance).
+    # (torch.func.hessian of the native batch_norm in training mode is wrong for the BN weight block in
+    # torch 2.14; double backward agrees with this reference and with finite differences.)
+    ref = copy.deepcopy(model)
+    ref[1] = ManualBatchNorm(ref[1])
     total = sum(b[0].shape[0] for b in batches)
     expected = sum(_train_hessian(ref, b) @ v * (b[0].shape[0] / total) for b in batches)
     torch.testing.assert_close(hv, expected, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(hv, op_for(model, batches) @ v)  # and it is not the eval-mode Hessian
+
+
+class ManualBatchNorm(nn.Module):
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+
+    def forward(self, x):
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = x.var((0, 2, 3), unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 def _train_hessian(model, batch):

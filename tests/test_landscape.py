@@ -417,3 +417,27 @@ def test_real_micro_models():
     with torch.no_grad():
         centre = F.cross_entropy(model(batches[0][0]), batches[0][1]).item()
     assert out["loss"][1, 1] == pytest.approx(centre, rel=1e-5)
+
+
+def test_end_to_end_fit_with_both_callbacks(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    try:
+        from alternet_pl.data.synthetic import SyntheticDataModule
+        from alternet_pl.module import ImageClassifier
+    except ImportError as err:  # pragma: no cover
+        pytest.skip(f"module/data not available: {err}")
+    torch.manual_seed(0)
+    module = ImageClassifier(model="resnet_cifar_micro", num_classes=10, warmup_epochs=0, lr=1e-3)
+    data = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
+    cbs = [LandscapeCallback(steps=3, span=0.5, num_batches=1, batch_size=8),
+           TrajectoryCallback(steps=3, num_batches=1, batch_size=8)]
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         limit_val_batches=0, callbacks=cbs)
+    trainer.fit(module, datamodule=data)
+    out = tmp_path / "analysis"
+    summary = json.loads((out / "landscape" / "epoch=002.json").read_text())
+    assert math.isfinite(summary["scalars"]["center_loss"])
+    traj = np.load(out / "trajectory" / "epoch=002.npz")
+    assert traj["epochs"].tolist() == [0, 1, 2] and np.allclose(traj["path"][-1], 0.0, atol=1e-6)
+    assert (out / "trajectory" / "epoch=002_polar.png").exists()
