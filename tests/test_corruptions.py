@@ -94,8 +94,9 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
         np.save(root / f"{c}.npy", rng.integers(0, 256, (5 * 4, 32, 32, 3), dtype=np.uint8))
     labels = rng.integers(0, 10, 20)
     np.save(root / "labels.npy", labels)
-    cb = CorruptionCallback(root=str(root), corruptions=["fog", "snow"], severities=[1, 3], eval_batch_size=3,
-                            num_batches=1, batch_size=8)
+    kw = dict(root=str(root), corruptions=["fog", "snow"], severities=[1, 3], eval_batch_size=3,
+              num_batches=1, batch_size=8)
+    cb = CorruptionCallback(**kw)
     res = cb.run(module, dm, tmp_path / "run", epoch=0)
     # reference: the model on the raw arrays, normalised with the datamodule's statistics
     model = module.model.eval()
@@ -108,8 +109,7 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
     assert res.scalars["mean_corruption_error"] == pytest.approx(np.mean(errs["fog"] + errs["snow"]))
     base = tmp_path / "run" / "analysis" / "corruption" / "epoch=000.json"
     assert base.is_file()
-    again = CorruptionCallback(root=str(root), corruptions=["fog", "snow"], severities=[1, 3], baseline=str(base),
-                               eval_batch_size=3, num_batches=1, batch_size=8).run(module, dm, tmp_path / "r2", 0)
+    again = CorruptionCallback(baseline=str(base), **kw).run(module, dm, tmp_path / "r2", 0)
     if all(sum(e) > 0 for e in errs.values()):
         assert again.scalars["mce"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="--corruption.root"):

@@ -23,8 +23,12 @@ def make_mlp() -> nn.Module:
 def make_cnn() -> nn.Module:
     torch.manual_seed(1)
     model = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 3),
     ).double()
     bn = model[1]  # non-trivial running statistics and affine parameters
     bn.running_mean.uniform_(-0.5, 0.5)
@@ -37,8 +41,10 @@ def make_cnn() -> nn.Module:
 
 def make_batches(shape: tuple, sizes=(5, 3, 7), seed: int = 2) -> list:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
-            for n in sizes]
+    return [
+        (torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+        for n in sizes
+    ]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -105,8 +111,12 @@ def test_lanczos_eigenvalues_match_eigvalsh(case, which, k):
     evals = torch.linalg.eigvalsh(h)
     res = hs.top_eigenvalues(op_for(model, batches), k=k, which=which, tol=1e-8, max_iter=h.shape[0])
     vals, vecs = res
-    expected = {"LA": evals[-k:], "SA": evals[:k], "LM": evals[evals.abs().argsort()[-k:]].sort().values,
-                "BE": torch.cat([evals[: k // 2], evals[-((k + 1) // 2):]])}[which]
+    expected = {
+        "LA": evals[-k:],
+        "SA": evals[:k],
+        "LM": evals[evals.abs().argsort()[-k:]].sort().values,
+        "BE": torch.cat([evals[: k // 2], evals[-((k + 1) // 2) :]]),
+    }[which]
     assert res.converged
     torch.testing.assert_close(vals, expected, rtol=1e-6, atol=1e-9)
     assert vecs.shape == (h.shape[0], k)
@@ -119,8 +129,12 @@ def test_lanczos_eigenvalues_match_eigvalsh(case, which, k):
 def test_power_iteration_agrees(case, which):
     model, batches, h = case
     evals = torch.linalg.eigvalsh(h)
-    res = hs.top_eigenvalues(op_for(model, batches), k=2, which=which, tol=1e-5, max_iter=3000, method="power")
-    expected = {"LA": evals[-2:], "SA": evals[:2], "LM": evals[evals.abs().argsort()[-2:]].sort().values}[which]
+    res = hs.top_eigenvalues(
+        op_for(model, batches), k=2, which=which, tol=1e-5, max_iter=3000, method="power"
+    )
+    expected = {"LA": evals[-2:], "SA": evals[:2], "LM": evals[evals.abs().argsort()[-2:]].sort().values}[
+        which
+    ]
     assert res.converged
     # residual r bounds the eigenvalue error by r^2 / gap: tol 1e-5 on residuals is far tighter here
     torch.testing.assert_close(res.eigenvalues, expected, rtol=1e-6, atol=1e-8)
@@ -183,7 +197,9 @@ def test_smoothed_density_integrates_to_one():
     grid = torch.linspace(-5, 8, 4001)
     dens = hs.smoothed_density(nodes, weights, grid, sigma=0.1)
     assert float(torch.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-6)
-    assert float(dens[(grid - 0.0).abs().argmin()]) == pytest.approx(0.5 / (0.1 * math.sqrt(2 * math.pi)), rel=1e-3)
+    assert float(dens[(grid - 0.0).abs().argmin()]) == pytest.approx(
+        0.5 / (0.1 * math.sqrt(2 * math.pi)), rel=1e-3
+    )
 
 
 def test_blockwise_equals_dense_sub_block():
@@ -253,7 +269,9 @@ def test_weight_decay_term(form):
 
     def reg(flat):
         parts = flat.split(sizes)
-        return 0.5 * wd * sum((t**2).sum() for t in parts) if form == "l2" else wd * sum(t.norm() for t in parts)
+        return (
+            0.5 * wd * sum((t**2).sum() for t in parts) if form == "l2" else wd * sum(t.norm() for t in parts)
+        )
 
     h = dense_hessian(model, batches) + torch.func.hessian(reg)(flat0)
     op = op_for(model, batches, weight_decay=wd, weight_decay_form=form)
@@ -263,8 +281,9 @@ def test_weight_decay_term(form):
 
 def test_max_eigenvalue_spectrum_per_batch():
     model, batches = make_mlp(), make_batches((4,))
-    spec = hs.max_eigenvalue_spectrum(model, cross_entropy_loss, batches, k=2, which="LM",
-                                      dtype=torch.float64, tol=1e-9, max_iter=43)
+    spec = hs.max_eigenvalue_spectrum(
+        model, cross_entropy_loss, batches, k=2, which="LM", dtype=torch.float64, tol=1e-9, max_iter=43
+    )
     assert spec.shape == (3, 2)
     for row, b in zip(spec, batches):
         ev = torch.linalg.eigvalsh(dense_hessian(model, [b]))
@@ -291,13 +310,18 @@ def test_timm_vit_double_backward_on_cpu():
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(img_size=8, patch_size=2, embed_dim=16, depth=1, num_heads=2, num_classes=3).double()
+    model = VisionTransformer(
+        img_size=8, patch_size=2, embed_dim=16, depth=1, num_heads=2, num_classes=3
+    ).double()
     assert timm is not None and model.blocks[0].attn.fused_attn  # the fused CPU kernel has no double backward
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
-               for n in (3, 2)]
+    batches = [
+        (torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+        for n in (3, 2)
+    ]
     op = op_for(model, batches)
     v = torch.randn(op.size, generator=g, dtype=torch.float64)
+    v /= v.norm()
     params = op.params
 
     def grad_at(shift: float) -> torch.Tensor:
@@ -312,9 +336,10 @@ def test_timm_vit_double_backward_on_cpu():
                 p.sub_(shift * u)
         return torch.cat([t.reshape(-1) for t in grads])
 
-    eps = 1e-5  # central difference of gradients: O(eps^2) truncation error
+    eps = 1e-4  # central difference of gradients along a unit vector: O(eps^2) truncation error
     fd = (grad_at(eps) - grad_at(-eps)) / (2 * eps)
-    torch.testing.assert_close(op @ v, fd, rtol=1e-6, atol=1e-7)
+    hv = op @ v
+    assert float((hv - fd).norm() / fd.norm()) < 1e-6
     res = hs.top_eigenvalues(op, k=1, tol=1e-6, max_iter=150)
     assert res.converged and res.num_hvps < 150
 
@@ -353,13 +378,18 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="empty"):
         op_for(model, [])
     with pytest.raises(ValueError, match="scalar"):
-        hs.HessianOperator(model, _bad_scalar_loss, batches, dtype=torch.float64) @ torch.zeros(43, dtype=torch.float64)
+        hs.HessianOperator(model, _bad_scalar_loss, batches, dtype=torch.float64) @ torch.zeros(
+            43, dtype=torch.float64
+        )
     with pytest.raises(ValueError, match="no autograd graph"):
-        hs.HessianOperator(model, _no_grad_loss, batches, dtype=torch.float64) @ torch.zeros(43, dtype=torch.float64)
+        hs.HessianOperator(model, _no_grad_loss, batches, dtype=torch.float64) @ torch.zeros(
+            43, dtype=torch.float64
+        )
     linear = nn.Linear(4, 3).double()  # the loss sum(Wx + b) is linear in the parameters
     with pytest.raises(ValueError, match="second-derivative path"):
-        hs.HessianOperator(linear, lambda m, b: (m(b[0]).sum(), 1), batches, dtype=torch.float64) @ torch.zeros(
-            15, dtype=torch.float64)
+        hs.HessianOperator(
+            linear, lambda m, b: (m(b[0]).sum(), 1), batches, dtype=torch.float64
+        ) @ torch.zeros(15, dtype=torch.float64)
     with pytest.raises(ValueError, match="less precise"):
         hs.HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float32)
     with pytest.raises(ValueError, match="mode"):

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -50,8 +51,10 @@ def make_cnn(seed: int = 0) -> SmallCNN:
 
 def make_batches(sizes=(5, 7, 4), seed: int = 1) -> list:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, 3, 6, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
-            for n in sizes]
+    return [
+        (torch.randn(n, 3, 6, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g))
+        for n in sizes
+    ]
 
 
 def brute_force(model: nn.Module, batches: list, dirs: list, point: tuple) -> tuple[float, float]:
@@ -138,7 +141,9 @@ def test_filter_normalisation_and_zeroed_tensors():
     assert lay["conv2.weight"].norm().item() == pytest.approx(w.norm().item(), rel=1e-12)
     # official: one norm per position of the other dims, taken across dim 0 (eps 1e-7 in the denominator)
     torch.testing.assert_close(off["conv2.weight"].norm(dim=0), w.norm(dim=0), rtol=1e-5, atol=0)
-    assert not torch.allclose(off["conv2.weight"].reshape(6, -1).norm(dim=1), w.reshape(6, -1).norm(dim=1), rtol=1e-3)
+    assert not torch.allclose(
+        off["conv2.weight"].reshape(6, -1).norm(dim=1), w.reshape(6, -1).norm(dim=1), rtol=1e-3
+    )
     # all four share the same Gaussian draw: directions agree up to per-slice positive scaling
     cos = F.cosine_similarity(raw["fc.weight"].reshape(-1), d["fc.weight"].reshape(-1), dim=0)
     assert 0.5 < cos.item() < 1.0
@@ -164,7 +169,9 @@ def test_vit_tables_are_zeroed():
     for name in ("pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"):
         assert torch.count_nonzero(d[name]) == 0, name
     qkv = vit.blocks[0].attn.qkv.weight.detach()
-    torch.testing.assert_close(d["blocks.0.attn.qkv.weight"].norm(dim=1), qkv.norm(dim=1), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        d["blocks.0.attn.qkv.weight"].norm(dim=1), qkv.norm(dim=1), rtol=1e-5, atol=1e-7
+    )
     (t,) = ls.random_directions(Tables(), n=1, seed=0)
     assert torch.count_nonzero(t["table"]) == 0 and torch.count_nonzero(t["rel_pos_bias"]) == 0
     assert torch.count_nonzero(t["conv.weight"]) == 24
@@ -244,16 +251,26 @@ def _grid_on_rank() -> dict:
         return cross_entropy_loss(model, batch)
 
     model = make_cnn()
-    out = ls.evaluate_grid(model, counting_loss, make_batches(), ls.random_directions(model, n=2, seed=1),
-                           [np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)])
+    out = ls.evaluate_grid(
+        model,
+        counting_loss,
+        make_batches(),
+        ls.random_directions(model, n=2, seed=1),
+        [np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)],
+    )
     return {"loss": out["loss"], "acc": out["acc"], "calls": len(calls)}
 
 
 def test_two_ranks_equal_one_process():
     ranks = run_distributed(_grid_on_rank, world_size=2)
     model = make_cnn()
-    single = ls.evaluate_grid(model, cross_entropy_loss, make_batches(), ls.random_directions(model, n=2, seed=1),
-                              [np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)])
+    single = ls.evaluate_grid(
+        model,
+        cross_entropy_loss,
+        make_batches(),
+        ls.random_directions(model, n=2, seed=1),
+        [np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)],
+    )
     for r in ranks:
         np.testing.assert_allclose(r["loss"], single["loss"], rtol=1e-12)
         np.testing.assert_array_equal(r["acc"], single["acc"])
@@ -306,9 +323,14 @@ def test_official_csv_reader(tmp_path):
         lplots.read_official_csv(tmp_path / "short.csv")
     z = g["loss"].copy()
     z[0, 0] = np.nan
-    figs = [lplots.contour(g["x"], g["y"], z), lplots.heatmap(g["x"], g["y"], z), lplots.surface(g["x"], g["y"], z),
-            lplots.side_by_side({"ours": g, "official": g})]
+    figs = [
+        lplots.contour(g["x"], g["y"], z),
+        lplots.heatmap(g["x"], g["y"], z),
+        lplots.surface(g["x"], g["y"], z),
+        lplots.side_by_side({"ours": g, "official": g}),
+    ]
     assert all(len(f.axes) >= 1 for f in figs)
+    plt.close("all")
 
 
 # ---- callbacks -------------------------------------------------------------------------------------
@@ -338,8 +360,14 @@ def test_landscape_callback_writes_results(tmp_path):
     result = cb.run(module, data, tmp_path, epoch=3)
     assert_same(before, snapshot(module))
     out = tmp_path / "analysis" / "landscape"
-    for f in ("epoch=003.json", "epoch=003.npz", "epoch=003.png", "epoch=003_heatmap.png",
-              "epoch=003_surface.png", "epoch=003_curve.png"):
+    for f in (
+        "epoch=003.json",
+        "epoch=003.npz",
+        "epoch=003.png",
+        "epoch=003_heatmap.png",
+        "epoch=003_surface.png",
+        "epoch=003_curve.png",
+    ):
         assert (out / f).exists(), f
     batches = make_batches((4, 4), seed=1)
     dirs = ls.random_directions(module.model, n=2, seed=0)
@@ -419,6 +447,7 @@ def test_real_micro_models():
     assert out["loss"][1, 1] == pytest.approx(centre, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_end_to_end_fit_with_both_callbacks(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     try:
@@ -429,11 +458,22 @@ def test_end_to_end_fit_with_both_callbacks(tmp_path):
     torch.manual_seed(0)
     module = ImageClassifier(model="resnet_cifar_micro", num_classes=10, warmup_epochs=0, lr=1e-3)
     data = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
-    cbs = [LandscapeCallback(steps=3, span=0.5, num_batches=1, batch_size=8),
-           TrajectoryCallback(steps=3, num_batches=1, batch_size=8)]
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                         limit_val_batches=0, callbacks=cbs)
+    cbs = [
+        LandscapeCallback(steps=3, span=0.5, num_batches=1, batch_size=8),
+        TrajectoryCallback(steps=3, num_batches=1, batch_size=8),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+        callbacks=cbs,
+    )
     trainer.fit(module, datamodule=data)
     out = tmp_path / "analysis"
     summary = json.loads((out / "landscape" / "epoch=002.json").read_text())

@@ -41,7 +41,8 @@ def test_noise_lands_in_its_band_only():
 def test_zero_eps_and_seed_determinism():
     model = TinyCNN()
     data = batches()
-    np.testing.assert_array_equal(robustness.frequency_noise_accuracy(model, data, [0.2, 0.9], 0.0, 0.2), [0, 0])
+    zero = robustness.frequency_noise_accuracy(model, data, [0.2, 0.9], 0.0, 0.2)
+    np.testing.assert_array_equal(zero, [0, 0])
     a = robustness.frequency_noise_accuracy(model, data, [0.2, 0.9], eps=2.0, width=0.5, seed=3)
     b = robustness.frequency_noise_accuracy(model, data, [0.2, 0.9], eps=2.0, width=0.5, seed=3)
     np.testing.assert_array_equal(a, b)
@@ -66,7 +67,7 @@ def test_acc_nll_ece_by_hand():
     conf = p.max(-1).values.numpy()  # 0.881, 0.731, 0.953, 0.622
     hits = np.array([1, 0, 0, 1])
     nll = -np.mean([math.log(p[i, int(labels[i])]) for i in range(4)])
-    # bins of width 0.1: 0.881 -> (0.8,0.9], 0.731 -> (0.7,0.8], 0.953 -> (0.9,1], 0.622 -> (0.6,0.7]: one each
+    # width-0.1 bins: 0.881 -> (0.8,0.9], 0.731 -> (0.7,0.8], 0.953 -> (0.9,1], 0.622 -> (0.6,0.7]
     ece = np.sum(np.abs(hits - conf)) / 4
     assert m["acc"] == 0.5 and m["nll"] == pytest.approx(nll) and m["ece"] == pytest.approx(ece)
     both_in_one_bin = robustness.metrics_from_counts(
@@ -80,8 +81,8 @@ def test_mce_by_hand(tmp_path):
     errors = robustness.corruption_errors(metrics)
     assert errors == {"fog": pytest.approx([0.1, 0.3]), "snow": pytest.approx([0.2, 0.5])}
     assert robustness.mean_corruption_error(errors) == pytest.approx((0.1 + 0.3 + 0.2 + 0.5) / 4)
-    base_file = write_json(tmp_path / "epoch=000.json", {"errors": {"fog": [0.2, 0.4], "snow": [0.35, 0.35],
-                                                                    "frost": [0.5, 0.5]}})
+    base_errors = {"fog": [0.2, 0.4], "snow": [0.35, 0.35], "frost": [0.5, 0.5]}
+    base_file = write_json(tmp_path / "epoch=000.json", {"errors": base_errors})
     base = robustness.load_baseline_errors(base_file)
     mce, ce = robustness.relative_ce(errors, base)
     assert ce == {"fog": pytest.approx(0.4 / 0.6), "snow": pytest.approx(0.7 / 0.7)}

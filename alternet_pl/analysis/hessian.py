@@ -52,8 +52,7 @@ def _select_params(model: nn.Module, params: Any) -> tuple[list[str], list[nn.Pa
         prefixes = [x.rstrip(".") for x in items if isinstance(x, str)]
         ids = {id(p) for x in items if isinstance(x, nn.Module) for p in x.parameters()}
         chosen = [
-            (n, p) for n, p in named
-            if id(p) in ids or any(n == s or n.startswith(s + ".") for s in prefixes)
+            (n, p) for n, p in named if id(p) in ids or any(n == s or n.startswith(s + ".") for s in prefixes)
         ]
     if not chosen:
         example = ", ".join(n for n, _ in named[:4]) or "none: the model has no trainable parameters"
@@ -110,8 +109,10 @@ class HessianOperator:
         bits = torch.finfo(dtype).bits
         lossy = [(n, p.dtype) for n, p in zip(self.names, self.params) if torch.finfo(p.dtype).bits > bits]
         if lossy:
-            raise ValueError(f"dtype={dtype} is less precise than parameter {lossy[0][0]} ({lossy[0][1]}); "
-                             "pass a dtype at least as precise as the model's")
+            raise ValueError(
+                f"dtype={dtype} is less precise than parameter {lossy[0][0]} ({lossy[0][1]}); "
+                "pass a dtype at least as precise as the model's"
+            )
         self.dtype, self.mode, self.distributed = dtype, mode, distributed
         self.weight_decay, self.weight_decay_form = float(weight_decay), weight_decay_form
         self.device = self.params[0].device
@@ -123,8 +124,10 @@ class HessianOperator:
             raise ValueError("batches is empty; pass at least one (inputs, targets) batch")
 
     def __repr__(self) -> str:
-        return (f"HessianOperator(size={self.size}, dtype={self.dtype}, mode={self.mode!r}, "
-                f"num_hvps={self.num_hvps})")
+        return (
+            f"HessianOperator(size={self.size}, dtype={self.dtype}, mode={self.mode!r}, "
+            f"num_hvps={self.num_hvps})"
+        )
 
     @contextmanager
     def _context(self):
@@ -157,11 +160,15 @@ class HessianOperator:
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"op @ v needs a torch.Tensor, got {type(v).__name__}")
         if v.dtype != self.dtype:
-            raise TypeError(f"op @ v: v has dtype {v.dtype} but the operator computes in {self.dtype}; "
-                            f"pass v.to({self.dtype})")
+            raise TypeError(
+                f"op @ v: v has dtype {v.dtype} but the operator computes in {self.dtype}; "
+                f"pass v.to({self.dtype})"
+            )
         if v.ndim not in (1, 2) or v.shape[0] != self.size:
-            raise ValueError(f"op @ v: v has shape {tuple(v.shape)}; expected ({self.size},) or "
-                             f"({self.size}, m): one entry per selected parameter")
+            raise ValueError(
+                f"op @ v: v has shape {tuple(v.shape)}; expected ({self.size},) or "
+                f"({self.size}, m): one entry per selected parameter"
+            )
         return v.to(self.device)
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
@@ -177,14 +184,19 @@ class HessianOperator:
 
     def _flat(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
         zero = torch.zeros((), dtype=self.dtype, device=self.device)
-        return torch.cat([(zero.expand(s) if t is None else t.to(self.dtype)).reshape(-1)
-                          for t, s in zip(tensors, self.shapes)])
+        return torch.cat(
+            [
+                (zero.expand(s) if t is None else t.to(self.dtype)).reshape(-1)
+                for t, s in zip(tensors, self.shapes)
+            ]
+        )
 
     def _batch_hvp(self, batch: Any, vs: list[torch.Tensor]) -> tuple[torch.Tensor, float] | None:
         out = self.loss_fn(self.model, _cast_batch(batch, self.dtype))
         if not isinstance(out, tuple | list) or len(out) < 2:
-            raise TypeError("loss_fn must return (loss_mean, num_samples[, num_correct]), "
-                            f"got {type(out).__name__}")
+            raise TypeError(
+                f"loss_fn must return (loss_mean, num_samples[, num_correct]), got {type(out).__name__}"
+            )
         loss, num = out[0], float(out[1])
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
@@ -192,19 +204,25 @@ class HessianOperator:
         if num <= 0:
             return None
         if not loss.requires_grad:
-            raise ValueError("the loss has no autograd graph (computed under torch.no_grad() or detached?); "
-                             "compute it with gradients enabled")
+            raise ValueError(
+                "the loss has no autograd graph (computed under torch.no_grad() or detached?); "
+                "compute it with gradients enabled"
+            )
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         live = [(g, u) for g, u in zip(grads, vs) if g is not None and g.grad_fn is not None]
         if not live:
-            raise ValueError("the gradient has no second-derivative path (no grad_fn): the loss is linear in "
-                             "the selected parameters, or the model detaches / uses a once-differentiable op")
+            raise ValueError(
+                "the gradient has no second-derivative path (no grad_fn): the loss is linear in "
+                "the selected parameters, or the model detaches / uses a once-differentiable op"
+            )
         dot = sum((g * u).sum() for g, u in live)
         try:
             hv = torch.autograd.grad(dot, self.params, allow_unused=True)
         except RuntimeError as err:
-            raise RuntimeError(f"double backward failed ({err}); the model uses an op without a second "
-                               "derivative: replace it or run it in a double-backward-capable mode") from err
+            raise RuntimeError(
+                f"double backward failed ({err}); the model uses an op without a second "
+                "derivative: replace it or run it in a double-backward-capable mode"
+            ) from err
         return self._flat(hv) * num, num
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -219,8 +237,10 @@ class HessianOperator:
             if self.distributed:
                 all_reduce_sum(total)
             if total[-1] <= 0:
-                raise ValueError("batches yielded no samples (empty list, or a one-shot generator read "
-                                 "twice); pass a list of batches")
+                raise ValueError(
+                    "batches yielded no samples (empty list, or a one-shot generator read "
+                    "twice); pass a list of batches"
+                )
             result = total[:-1] / total[-1]
             if self.weight_decay:
                 result = result + self._weight_decay_hvp(vs)
@@ -275,8 +295,14 @@ def _orthogonalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _lanczos(op: HessianOperator, q: torch.Tensor, steps: int, gen: torch.Generator,
-             stop: Callable[[list, list], bool] | None = None, desc: str = "lanczos"):
+def _lanczos(
+    op: HessianOperator,
+    q: torch.Tensor,
+    steps: int,
+    gen: torch.Generator,
+    stop: Callable[[list, list], bool] | None = None,
+    desc: str = "lanczos",
+):
     """Lanczos with full reorthogonalisation; returns (alphas, betas, Q rows). betas[-1] is the residual norm.
 
     A (near) breakdown restarts from a random vector orthogonal to the basis (coupling beta set to 0).
@@ -370,6 +396,7 @@ def top_eigenvalues(
     if method == "power":
         vals, vecs, res, norm = _power(op, k, which, tol, max_iter, gen)
     else:
+
         def converged(alphas: list, betas: list) -> bool:
             if len(alphas) < k:
                 return False
@@ -390,7 +417,10 @@ def top_eigenvalues(
         warnings.warn(
             f"top_eigenvalues({method}, which={which}) did not converge in {op.num_hvps - start} HVPs: "
             f"eigenvalues {vals.tolist()} have residuals {res.tolist()} > tol={tol} (relative); "
-            "raise max_iter or tol", RuntimeWarning, stacklevel=2)
+            "raise max_iter or tol",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return EigenResult(vals, vecs, res, ok, op.num_hvps - start, method)
 
 
@@ -465,8 +495,9 @@ def trace(
     return exact + float(t.mean()), float(t.std() / math.sqrt(len(samples)))
 
 
-def spectral_density(op: HessianOperator, num_runs: int = 1, num_steps: int = 64,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def spectral_density(
+    op: HessianOperator, num_runs: int = 1, num_steps: int = 64, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stochastic Lanczos quadrature: Ritz nodes and weights (1-D, float64, weights sum to 1).
 
     Each run starts from a normalised Rademacher vector v and contributes the Ritz values of its
@@ -488,8 +519,9 @@ def spectral_density(op: HessianOperator, num_runs: int = 1, num_steps: int = 64
 
 def smoothed_density(nodes: Any, weights: Any, grid: Any, sigma: float | None = None) -> torch.Tensor:
     """Gaussian-smoothed density sum_i w_i N(grid; node_i, sigma^2) (sigma: 1% of the node range if None)."""
-    nodes, weights, grid = (torch.as_tensor(x, dtype=torch.float64).reshape(-1)
-                            for x in (nodes, weights, grid))
+    nodes, weights, grid = (
+        torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in (nodes, weights, grid)
+    )
     if sigma is None:
         sigma = max(float(nodes.max() - nodes.min()) * 0.01, 1e-12)
     if sigma <= 0:
@@ -528,9 +560,17 @@ def max_eigenvalue_spectrum(
     rank, world = rank_and_world() if shard else (0, 1)
     rows = {}
     for i in _progress(range(rank, len(batches), world), desc="spectrum"):
-        op = HessianOperator(model, loss_fn, [batches[i]], params=params, dtype=dtype, mode=mode,
-                             weight_decay=weight_decay, weight_decay_form=weight_decay_form,
-                             distributed=False)
+        op = HessianOperator(
+            model,
+            loss_fn,
+            [batches[i]],
+            params=params,
+            dtype=dtype,
+            mode=mode,
+            weight_decay=weight_decay,
+            weight_decay_form=weight_decay_form,
+            distributed=False,
+        )
         rows[i] = top_eigenvalues(op, k, which, tol=tol, max_iter=max_iter, seed=seed + i).eigenvalues
     for part in all_gather_objects(rows) if world > 1 else [rows]:
         rows.update(part)

@@ -183,7 +183,6 @@ class AlterNet(nn.Module):
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
         self.num_classes, self.drop_rate, self.block_style = num_classes, drop_rate, block_style
-        self.grad_checkpointing = False
         postact = block_style == "postact"
         conv_block = _CONV_BLOCKS[(block_style, block)]
         expansion = conv_block.expansion
