@@ -264,6 +264,10 @@ def test_micro_models_collector_shapes():
     for name, curve in fourier.delta_log_amplitude(fv).items():
         side = as_feature_map(fv[name]).shape[-1]
         assert curve.shape == (side // 2,) and curve[0] == 0 and torch.isfinite(curve).all()
+    swin = timm.create_model("swin_cifar_micro", num_classes=10)  # NHWC maps come back as NCHW
+    fs = collect_features(swin, x, names=["layers.1.blocks.0.attn", "layers.1.blocks.0.mlp"])
+    assert fs["layers.1.blocks.0.attn"].shape == (2, 64, 32)
+    assert fs["layers.1.blocks.0.mlp"].shape == (2, 32, 8, 8)
 
 
 # ---- DDP: every model-level analysis equals one process ----------------------------------------------
@@ -275,6 +279,7 @@ def _ddp_all():
         variance.model_feature_map_variance(model, data),
         robustness.frequency_noise_accuracy(model, data, [0.3, 0.9], eps=0.5, width=0.5, seed=1),
         lesion.lesion_accuracy(model, data)["acc"],
+        robustness.evaluate_subsets(model, {("a", 1): data[:2], ("b", 1): data[2:], ("c", 2): data[1:]}),
     )
 
 
@@ -287,6 +292,7 @@ def test_ddp_equals_single_process():
         assert res[1] == single[1]
         np.testing.assert_array_equal(res[2], single[2])
         assert res[3] == single[3]
+        assert res[4] == single[4] and list(res[4]) == [("a", 1), ("b", 1), ("c", 2)]
 
 
 def test_analyses_leave_model_and_rng_untouched():
@@ -336,7 +342,7 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
     opt.step()
     before = _snapshot(module)
     kwargs = {"freqs": [0.3, 0.9], "eps": 0.5} if name == "freq_noise" else {}
-    cb = ANALYSES[name](num_batches=2, batch_size=12, **kwargs)
+    cb = ANALYSES[name](num_batches=2, batch_size=8, **kwargs)
     result = cb.run(module, dm, tmp_path, epoch=3, optimizers=[opt])
     after = _snapshot(module)
     assert all(torch.equal(v, after[0][k]) for k, v in before[0].items())
@@ -346,7 +352,7 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
     assert (out / "epoch=003.json").is_file() and (out / "epoch=003.png").is_file()
     saved = read_json(out / "epoch=003.json")
     assert saved["analysis"] == name and set(saved["scalars"]) == set(result.scalars)
-    batches_ = dm.analysis_batches("val", 2, 12)
+    batches_ = dm.analysis_batches("val", 2, 8)
     if name == "fourier":
         ref = fourier.model_delta_log_amplitude(module.model, batches_)
         assert saved["layers"] == list(ref) and {"conv", "msa"} <= set(saved["kinds"])

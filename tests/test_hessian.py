@@ -401,3 +401,228 @@ def test_bad_inputs_raise_clear_errors():
     op_gen @ torch.zeros(43, dtype=torch.float64)
     with pytest.raises(ValueError, match="no samples"):
         op_gen @ torch.zeros(43, dtype=torch.float64)
+
+
+# ---- the callback -------------------------------------------------------------------------------------
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Tanh())
+
+    def forward(self, x):
+        return x + self.branch(x)
+
+
+class TinyNet(nn.Module):
+    """A residual CNN with BatchNorm and `analysis_layers()`, in float64."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.block = Residual()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+        self.double()
+        self.block.branch[1].running_mean.uniform_(-0.5, 0.5)
+        self.block.branch[1].running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+    def analysis_layers(self):
+        from alternet_pl.models.taps import Tap
+
+        return {"block": Tap(self.block, "conv", branch=self.block.branch), "head": Tap(self.head, "head")}
+
+
+class StandInModule(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = TinyNet()
+        self.weight_decay = 0.05
+        self.mixup_fn = None
+
+
+class StandInData:
+    def analysis_batches(self, split, num_batches, batch_size, augment, seed, mixup_fn):
+        return make_batches((2, 5, 5), sizes=(5, 3, 7)[:num_batches], seed=seed + 5)
+
+
+def snapshot(module: nn.Module) -> dict:
+    return {
+        "params": {n: p.detach().clone() for n, p in module.named_parameters()},
+        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()},
+        "buffers": {n: b.clone() for n, b in module.named_buffers()},
+        "modes": {n: m.training for n, m in module.named_modules()},
+        "rng": torch.get_rng_state(),
+    }
+
+
+def assert_same(a: dict, b: dict) -> None:
+    for key in ("params", "buffers"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][n], b[key][n]) for n in a[key]), key
+    assert all(
+        (x is None and y is None) or torch.equal(x, y)
+        for x, y in zip(a["grads"].values(), b["grads"].values())
+    )
+    assert a["modes"] == b["modes"] and torch.equal(a["rng"], b["rng"])
+
+
+def test_callback_results_files_and_untouched_state(tmp_path):
+    from alternet_pl.callbacks import ANALYSES
+    from alternet_pl.callbacks.hessian import HessianCallback
+
+    assert ANALYSES["hessian"] is HessianCallback
+    module, data = StandInModule(), StandInData()
+    module.train()
+    loss = cross_entropy_loss(module.model, data.analysis_batches("val", 3, None, False, 0, None)[0])[0]
+    loss.backward()  # existing .grad must survive
+    before = snapshot(module)
+    cb = HessianCallback(
+        num_batches=3,
+        dtype="float64",
+        tol=1e-8,
+        max_iter=40,
+        trace_samples=200,
+        density_steps=6,
+        spectrum=True,
+        blockwise=True,
+    )
+    result = cb.run(module, data, tmp_path, epoch=2)
+    assert_same(before, snapshot(module))
+    batches = data.analysis_batches("val", 3, None, False, 0, None)
+    h = dense_hessian(module.model, batches)
+    evals = torch.linalg.eigvalsh(h)
+    assert result.scalars["top_eig"] == pytest.approx(float(evals[-1]), rel=1e-6)
+    assert result.scalars["min_eig"] == pytest.approx(float(evals[0]), rel=1e-6, abs=1e-9)
+    assert result.scalars["trace"] == pytest.approx(
+        float(h.trace()), abs=4 * result.scalars["trace_stderr"] + 1e-9
+    )
+    assert result.arrays["spectrum"].shape == (3, 2)
+    nb = sum(p.numel() for p in module.model.block.branch.parameters())
+    assert [n for n, _ in module.model.named_parameters()][:4] == [
+        f"block.branch.{i}" for i in ("0.weight", "0.bias", "1.weight", "1.bias")
+    ]
+    sub = torch.linalg.eigvalsh(h[:nb, :nb])
+    assert result.summary["block_names"] == ["block"]
+    assert result.arrays["block_top_eig"][0] == pytest.approx(float(sub[-1]), rel=1e-6)
+    out = tmp_path / "analysis" / "hessian"
+    for name in (
+        "epoch=002.json",
+        "epoch=002.npz",
+        "epoch=002.png",
+        "epoch=002_spectrum.png",
+        "epoch=002_blockwise.png",
+    ):
+        assert (out / name).is_file(), name
+
+
+def test_callback_paper_setting_adds_the_weight_decay_term():
+    from alternet_pl.callbacks.base import AnalysisContext
+    from alternet_pl.callbacks.hessian import HessianCallback
+
+    cb = HessianCallback(
+        paper_setting=True,
+        dtype="float64",
+        tol=1e-9,
+        max_iter=40,
+        trace_samples=0,
+        density=False,
+        spectrum_k=2,
+    )
+    assert (cb.data, cb.augment, cb.spectrum, cb.spectrum_which) == ("train", True, True, "LM")
+    module, batches = StandInModule(), make_batches((2, 5, 5))
+    ctx = AnalysisContext(epoch=0, out_dir=None, rank=0, world_size=1, module=module)
+    result = cb.compute(module.model, cross_entropy_loss, batches, ctx)
+    op = op_for(module.model, batches, weight_decay=0.05, weight_decay_form="norm")
+    assert result.summary["weight_decay"] == 0.05
+    assert result.scalars["top_eig"] == pytest.approx(
+        float(hs.top_eigenvalues(op, tol=1e-9).eigenvalues[0]), rel=1e-7
+    )
+
+
+def test_callback_bad_arguments():
+    from alternet_pl.callbacks.hessian import HessianCallback
+
+    for kwargs in ({"k": 0}, {"dtype": "half"}, {"mode": "x"}, {"trace_samples": 2}, {"spectrum_which": "X"}):
+        with pytest.raises(ValueError, match="HessianCallback"):
+            HessianCallback(**kwargs)
+
+
+def test_callback_on_the_real_micro_alternet(tmp_path):
+    """The quickstart's light setting on the real model, module and data: runs, converges, leaves no trace."""
+    import alternet_pl.models  # noqa: F401
+    from alternet_pl.callbacks.hessian import HessianCallback
+    from alternet_pl.data.synthetic import SyntheticDataModule
+    from alternet_pl.module import ImageClassifier
+
+    module = ImageClassifier("alternet_cifar_micro", num_classes=10)
+    data = SyntheticDataModule(num_train=32, num_val=32, batch_size=16)
+    before = snapshot(module)
+    cb = HessianCallback(
+        num_batches=1,
+        batch_size=16,
+        tol=1e-2,
+        max_iter=30,
+        trace_samples=0,
+        density_steps=8,
+        blockwise=True,
+        k=1,
+    )
+    result = cb.run(module, data, tmp_path, epoch=0)
+    assert_same(before, snapshot(module))
+    assert result.summary["converged"]
+    assert result.scalars["min_eig"] <= result.scalars["top_eig"]
+    kinds = result.summary["block_kinds"]
+    assert "msa" in kinds and "conv" in kinds and len(result.arrays["block_top_eig"]) == len(kinds)
+
+
+# ---- torch.distributed --------------------------------------------------------------------------------
+def _ddp_worker(out_dir: str) -> dict:
+    from alternet_pl.analysis.dist import rank_and_world
+    from alternet_pl.callbacks.hessian import HessianCallback
+
+    rank, world = rank_and_world()
+    model, batches = make_mlp(), make_batches((4,))
+    op = hs.HessianOperator(model, cross_entropy_loss, batches[rank::world], dtype=torch.float64)
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    module = StandInModule()
+    cb = HessianCallback(
+        num_batches=3,
+        dtype="float64",
+        tol=1e-9,
+        max_iter=40,
+        trace_samples=12,
+        density_steps=5,
+        spectrum=True,
+    )
+    res = cb.run(module, StandInData(), out_dir, epoch=0)
+    return {
+        "hv": op @ v,
+        "eig": hs.top_eigenvalues(op, k=2, tol=1e-9, max_iter=43).eigenvalues,
+        "spectrum": hs.max_eigenvalue_spectrum(
+            model, cross_entropy_loss, batches, k=1, dtype=torch.float64, tol=1e-9, max_iter=43
+        ),
+        "scalars": res.scalars,
+        "arrays": res.arrays,
+    }
+
+
+# one spawn of two gloo processes (~10-20 s): the whole DDP check in one go
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    from tests.distributed import run_distributed
+
+    ranks = run_distributed(_ddp_worker, world_size=2, args=(str(tmp_path / "ddp"),))
+    single = _single_process_reference(str(tmp_path / "single"))
+    for out in ranks:
+        torch.testing.assert_close(out["hv"], single["hv"], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(out["eig"], single["eig"], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(out["spectrum"], single["spectrum"], rtol=1e-9, atol=1e-12)
+        for key, value in single["scalars"].items():
+            assert out["scalars"][key] == pytest.approx(value, rel=1e-8, abs=1e-10), key
+        for key, value in single["arrays"].items():
+            assert out["arrays"][key] == pytest.approx(value, rel=1e-8, abs=1e-10), key
+
+
+def _single_process_reference(out_dir: str) -> dict:
+    return _ddp_worker(out_dir)

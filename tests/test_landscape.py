@@ -413,6 +413,9 @@ def test_trajectory_callback(tmp_path, store):
     np.testing.assert_allclose(path, ref, rtol=1e-9)
     assert result.arrays["loss"].shape == (5, 5) and np.isfinite(result.arrays["loss"]).all()
     assert (tmp_path / "analysis" / "trajectory" / "epoch=004_polar.png").exists()
+    resumed = TrajectoryCallback(store=store)
+    resumed.load_state_dict(cb.state_dict())
+    assert sorted(resumed.snapshots) == ([0, 1, 2, 3] if store == "disk" else [])
     with pytest.raises(ValueError, match="at least 2"):
         TrajectoryCallback().run(module, data, tmp_path, epoch=0)
 

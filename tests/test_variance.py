@@ -42,3 +42,17 @@ def test_constant_map_has_zero_variance_and_tokens_match_map():
 def test_bad_shapes_raise(shape):
     with pytest.raises(ValueError, match="exclude this layer"):
         variance.feature_map_variance({"bad": torch.randn(shape)})
+
+
+def test_depth_summary_by_kind():
+    import math
+
+    from alternet_pl.callbacks.fourier import depth_summary
+    from tests.test_fourier import TinyCNN
+
+    s = depth_summary(TinyCNN(), ["stem", "b1", "b2"], [1.0, 2.0, 8.0], "var", log_ratio=True)
+    assert s["kinds"] == ["stem", "conv", "conv"] and s["depth"] == [0.0, 0.5, 1.0]
+    expected = {"var_stem": 1.0, "var_conv": 5.0, "var_change_conv": pytest.approx(1.5 * math.log(2))}
+    assert s["scalars"] == expected
+    d = depth_summary(TinyCNN(), ["stem", "b1", "b2"], [0.0, -1.0, 0.5], "hf")
+    assert d["scalars"]["hf_change_conv"] == pytest.approx((-1.0 + 1.5) / 2)

@@ -82,7 +82,8 @@ class HessianOperator:
         mode: "eval" or "train" BatchNorm statistics (module docstring).
         weight_decay, weight_decay_form: add the Hessian of a weight-decay term on the selected
             parameters: "l2" = 0.5 * wd * sum ||p||^2 (adds wd * I), "norm" = wd * sum ||p||_2 (the
-            term the paper's official code adds to its loss-landscape loss).
+            term the paper's official code adds to its loss-landscape loss; tensors with ||p|| = 0,
+            where it has no second derivative, contribute nothing).
         distributed: all-reduce over ranks when torch.distributed is initialised.
     """
 
@@ -245,6 +246,9 @@ class HessianOperator:
             if self.weight_decay:
                 result = result + self._weight_decay_hvp(vs)
         self.num_hvps += 1
+        if not bool(torch.isfinite(result).all()):
+            raise FloatingPointError("the Hessian-vector product is not finite: the loss or the model diverged "
+                                     "(check the loss at these weights), or run with dtype=torch.float64")
         return result
 
     def _weight_decay_hvp(self, vs: list[torch.Tensor]) -> torch.Tensor:
@@ -255,6 +259,9 @@ class HessianOperator:
         for p, u in zip(self.params, vs):  # Hessian of wd*||p|| = wd/||p|| * (I - p p^T / ||p||^2)
             p = p.detach().to(self.dtype)
             norm = p.norm()
+            if norm == 0:  # ||p|| is not twice differentiable at 0: no curvature term for that tensor
+                out.append(torch.zeros_like(u).reshape(-1))
+                continue
             out.append((wd / norm * (u - p * (p * u).sum() / norm**2)).reshape(-1))
         return torch.cat(out)
 
@@ -308,12 +315,14 @@ def _lanczos(
     A (near) breakdown restarts from a random vector orthogonal to the basis (coupling beta set to 0).
     """
     steps = min(steps, op.size)
-    basis = torch.empty(steps, op.size, dtype=op.dtype, device=op.device)
+    basis = torch.empty(min(steps, 16), op.size, dtype=op.dtype, device=op.device)  # grows by doubling
     alphas: list[float] = []
     betas: list[float] = []
     eps = torch.finfo(op.dtype).eps
     q = q / q.norm()
     for j in _progress(range(steps), total=steps, desc=desc):
+        if j == basis.shape[0]:
+            basis = torch.cat([basis, torch.empty(min(j, steps - j), op.size, dtype=op.dtype, device=op.device)])
         basis[j] = q
         w = op @ q
         alpha = float(q @ w)

@@ -309,7 +309,8 @@ def evaluate_grid(
             f"{out['nonfinite_cells'][:10]}{' ...' if len(bad) > 10 else ''}"
         )
         out["notes"].append(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        if rank == 0:  # every rank holds the same note; one warning is enough
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
     return out
 
 

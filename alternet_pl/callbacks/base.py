@@ -8,6 +8,7 @@ The same object serves `python -m alternet_pl.analyze` through `run(...)` with n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class AnalysisCallback(pl.Callback):
         augment: use the training transform (and mixup when the module has it): the paper's setting.
         seed: seeds the analysis data order and any randomness of the analysis itself.
         log_images: log figures to the Trainer's loggers (files are always written).
+        strict: re-raise an analysis error during training; by default it is logged (with its
+            traceback) and training goes on, since the model is restored either way.
     """
 
     name: ClassVar[str] = ""
@@ -85,6 +88,7 @@ class AnalysisCallback(pl.Callback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__()
         bad = [a for a in at if a not in WHEN]
@@ -104,6 +108,8 @@ class AnalysisCallback(pl.Callback):
         self.augment = augment
         self.seed = seed
         self.log_images = log_images
+        self.strict = strict
+        self.failures: list[int] = []
         self._done: set[tuple[str, int]] = set()
 
     # ---- to implement -------------------------------------------------------------------------
@@ -162,6 +168,7 @@ class AnalysisCallback(pl.Callback):
             module=module, datamodule=datamodule, seed=self.seed,
         )
         model = module.model if hasattr(module, "model") else module
+        start = time.perf_counter()
         with restore_state(module, optimizers=list(optimizers)):
             batches = self.analysis_batches(datamodule, module)
             device = next(model.parameters()).device
@@ -171,7 +178,9 @@ class AnalysisCallback(pl.Callback):
         if rank == 0:
             stem = stem or f"epoch={epoch:03d}"
             figures = self.plot(result, context)
-            summary = {"analysis": self.name, "epoch": epoch, "scalars": result.scalars, **result.summary}
+            seconds = round(time.perf_counter() - start, 3)
+            summary = {"analysis": self.name, "epoch": epoch, "seconds": seconds, "world_size": world,
+                       "scalars": result.scalars, **result.summary}
             paths = write_results(out_dir, stem, summary, result.arrays, figures)
             self._log(loggers, result, paths, step if step is not None else epoch)
         return result
@@ -195,15 +204,21 @@ class AnalysisCallback(pl.Callback):
         if trainer.sanity_checking or (when, epoch) in self._done:
             return
         self._done.add((when, epoch))
-        self.run(
-            pl_module,
-            trainer.datamodule,
-            trainer.default_root_dir,
-            epoch=epoch,
-            optimizers=trainer.optimizers,
-            loggers=trainer.loggers,
-            step=trainer.global_step,
-        )
+        try:
+            self.run(
+                pl_module,
+                trainer.datamodule,
+                trainer.default_root_dir,
+                epoch=epoch,
+                optimizers=trainer.optimizers,
+                loggers=trainer.loggers,
+                step=trainer.global_step,
+            )
+        except Exception:  # an analysis must never cost the training run (restore_state already ran)
+            if self.strict:
+                raise
+            log.exception("analysis %r failed at epoch %d; training continues (strict=False)", self.name, epoch)
+            self.failures.append(epoch)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if "fit_start" in self.at:

@@ -19,12 +19,19 @@ from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, Analys
 from alternet_pl.plots import features as plots
 
 
-def depth_summary(model: nn.Module, names: Sequence[str], values: Sequence[float], prefix: str) -> dict:
-    """Per-layer kinds and depths plus per-kind means of the values and of their layer-to-layer change."""
+def depth_summary(
+    model: nn.Module, names: Sequence[str], values: Sequence[float], prefix: str, log_ratio: bool = False
+) -> dict:
+    """Per-layer kinds and depths plus per-kind means of the values and of their layer-to-layer change
+    (value minus the previous layer's, or with ``log_ratio`` log(value / previous))."""
     kinds = layer_kinds(model, names)
     scalars = {f"{prefix}_{k}": v for k, v in per_kind_mean(values, kinds).items()}
     if len(values) > 1:
-        changes = [b - a for a, b in zip(values[:-1], values[1:])]
+        if log_ratio:
+            changes = [float(np.log(b / a)) if a > 0 and b > 0 else float("nan")
+                       for a, b in zip(values[:-1], values[1:])]
+        else:
+            changes = [b - a for a, b in zip(values[:-1], values[1:])]
         for k, v in per_kind_mean(changes, kinds[1:]).items():
             scalars[f"{prefix}_change_{k}"] = v
     return {"kinds": kinds, "depth": normalized_depths(len(names)), "scalars": scalars}
@@ -52,10 +59,11 @@ class FourierCallback(AnalysisCallback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images,
+            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
         )
         self.layers = list(layers) if layers is not None else None
         self.kinds = tuple(kinds)

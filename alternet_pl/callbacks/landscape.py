@@ -245,6 +245,15 @@ class TrajectoryCallback(AnalysisCallback):
             self.snapshot(getattr(pl_module, "model", pl_module), epoch)
         super().on_train_epoch_end(trainer, pl_module)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Disk snapshots survive a resumed fit (their paths go into the checkpoint); memory ones do not."""
+        return {"disk": {e: str(p) for e, p in self.snapshots.items() if isinstance(p, Path)}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for epoch, path in state_dict.get("disk", {}).items():
+            if Path(path).exists():
+                self.snapshots.setdefault(int(epoch), Path(path))
+
     def _from_checkpoint(self, model: nn.Module, path: str) -> np.ndarray:
         state = torch.load(path, map_location="cpu", weights_only=False)
         state = state.get("state_dict", state)

@@ -37,10 +37,11 @@ class LesionCallback(AnalysisCallback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images,
+            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
         )
         self.layers = list(layers) if layers is not None else None
 

@@ -53,10 +53,11 @@ class FreqNoiseCallback(AnalysisCallback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images,
+            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
         )
         for f in freqs:
             check_freq(f)
@@ -123,10 +124,11 @@ class CorruptionCallback(AnalysisCallback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images,
+            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
         )
         if root is None:
             raise ValueError(

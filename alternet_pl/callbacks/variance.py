@@ -1,7 +1,8 @@
 """`variance` callback: feature-map variance per layer against depth (paper Fig. 9).
 
-Scalars: ``var_<kind>`` and ``var_change_<kind>`` (mean change across layers of that kind; the paper:
-MSAs reduce the variance, Convs increase it).
+Scalars: ``var_<kind>`` and ``var_change_<kind>``: the mean over layers of that kind of
+log(variance / variance of the previous layer) (scale-free; the paper: MSAs reduce the variance, < 0,
+Convs increase it, > 0).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class VarianceCallback(AnalysisCallback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images,
+            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
         )
         self.layers = list(layers) if layers is not None else None
         self.kinds = tuple(kinds)
@@ -53,7 +55,7 @@ class VarianceCallback(AnalysisCallback):
     ) -> AnalysisResult:
         var = model_feature_map_variance(model, batches, self.layers, None if self.layers else self.kinds)
         names, values = list(var), list(var.values())
-        meta = depth_summary(model, names, values, "var")
+        meta = depth_summary(model, names, values, "var", log_ratio=True)
         summary = {"layers": names, "kinds": meta["kinds"], "depth": meta["depth"], "variance": values}
         arrays = {"variance": np.asarray(values), "depth": np.asarray(meta["depth"])}
         return AnalysisResult(scalars=meta["scalars"], summary=summary, arrays=arrays)
