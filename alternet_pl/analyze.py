@@ -67,7 +67,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__, default_env=False)
     parser.add_argument("--config", type=str, required=True, help="the run's config.yaml")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint to analyse")
-    parser.add_argument("--analysis", type=list[str], required=True,
+    parser.add_argument("--analysis", type=str, nargs="+", required=True,
                         help=f"one or more of: {sorted(ANALYSES)}")
     parser.add_argument("--out_dir", type=str | None, default=None,
                         help="default: the checkpoint's run directory")

@@ -163,7 +163,9 @@ def eigen_benchmark(name: str, seeds: list[int]) -> None:
         err = rel_error(vals, ref.eigenvalues)
         print(f"  top-{k}: {label} at its default tol=1e-3: {n_def} HVPs, rel. error {err:.1e}")
         vals, n_ours = ours(model, batches, k, 1e-3, seeds[0])
-        print(f"  top-{k}: ours at tol=1e-3: {n_ours} HVPs, rel. error {rel_error(vals, ref.eigenvalues):.1e}")
+        print(
+            f"  top-{k}: ours at tol=1e-3: {n_ours} HVPs, rel. error {rel_error(vals, ref.eigenvalues):.1e}"
+        )
         theirs, mine = [], []
         for seed in seeds:
             nt, tt, label = hvps_to_target(pyhessian_eigs, model, batches, k, ref.eigenvalues, seed)
@@ -198,11 +200,14 @@ def timing_benchmark(repeats: int) -> None:
         with sdpa_kernel(SDPBackend.MATH):
             grad()
 
+    peer = _pyhessian_hvp(model, x, y)
     fns = {
         "gradient (default SDPA kernel)": grad,
         "gradient (math SDPA kernel)": grad_math,
         "HVP (ours)": lambda: op @ v,
     }
+    if peer is not None:
+        fns["HVP (PyHessian, math kernel)"] = peer
     times = {k: [] for k in fns}
     for f in fns.values():
         f()  # warm-up
@@ -230,13 +235,42 @@ def timing_benchmark(repeats: int) -> None:
     )
 
 
+def _pyhessian_hvp(model, x, y):
+    """PyHessian's HVP on the same batch, for reference (None if it is not installed)."""
+    try:
+        from pyhessian import hessian as PyHessian
+    except ImportError:
+        return None
+    try:  # PyHessian does not pick a double-backward-capable attention kernel itself
+        h = PyHessian(model, nn.CrossEntropyLoss(), dataloader=[(x, y)], cuda=False)
+        h.dataloader_hv_product([torch.randn_like(p) for p in h.params])
+        print("  PyHessian with the default attention kernel: works")
+    except RuntimeError as err:
+        print(f"  PyHessian with the default attention kernel fails: {str(err).splitlines()[0][:90]}")
+    finally:
+        for p in model.parameters():
+            p.grad = None
+
+    def hvp():
+        with sdpa_kernel(SDPBackend.MATH):
+            h = PyHessian(model, nn.CrossEntropyLoss(), dataloader=[(x, y)], cuda=False)
+            h.dataloader_hv_product([torch.randn_like(p) for p in h.params])
+        for p in model.parameters():
+            p.grad = None
+
+    return hvp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cnn", help="'cnn' (default) or a registered model name")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 timing repeats")
+    parser.add_argument("--timing-only", action="store_true")
     args = parser.parse_args()
+    if args.timing_only:
+        return timing_benchmark(3 if args.quick else args.repeats)
     seeds = list(range(1 if args.quick else args.seeds))
     eigen_benchmark(args.model, seeds)
     timing_benchmark(3 if args.quick else args.repeats)

@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--num-batches", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=("all", "main", "peer"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -157,6 +158,13 @@ def main() -> None:
         for _ in range(args.num_batches)
     ]
 
+    if args.only != "peer":
+        run_main(args, batches, cells)
+    if args.only != "main":
+        run_peer(args, batches, cells)
+
+
+def run_main(args: argparse.Namespace, batches: list, cells: int) -> None:
     model = timm.create_model(args.model, num_classes=10)
     forward_passes(model, batches, 2)  # warm-up
     floor, ours = [], []
@@ -183,19 +191,26 @@ def main() -> None:
     over = min(machinery(model, batches, args.steps).cpu for _ in range(args.reps))
     print(f"  grid machinery alone (no forward): {over:.3f} cpu s = {100 * over / fc:.2f}% of the forwards")
 
+
+def run_peer(args: argparse.Namespace, batches: list, cells: int) -> None:
     single = (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
     vit = timm.create_model("vit_cifar_micro", num_classes=10)
     print(f"loss-landscapes on vit_cifar_micro (LayerNorm, no BN): {peer_random_plane(vit, single, 3)}")
     peer = PlainCNN()
     theirs, ours_peer, floor_peer = [], [], []
-    for _ in range(args.reps):
-        floor_peer.append(forward_passes(peer, [single], cells))
-        ours_peer.append(grid(peer, [single], args.steps))
-        t = peer_random_plane(peer, single, args.steps)
-        if isinstance(t, str):
-            print(f"  loss-landscapes: {t}")
-            return
-        theirs.append(t)
+    forward_passes(peer, [single], 2)  # warm-up
+    for rep in range(args.reps):  # the three side by side, order reversed every other rep
+        for job in ("floor", "ours", "theirs")[:: -1 if rep % 2 else 1]:
+            if job == "floor":
+                floor_peer.append(forward_passes(peer, [single], cells))
+            elif job == "ours":
+                ours_peer.append(grid(peer, [single], args.steps))
+            else:
+                t = peer_random_plane(peer, single, args.steps)
+                if isinstance(t, str):
+                    print(f"  loss-landscapes: {t}")
+                    return
+                theirs.append(t)
     (fw, fc), (ow, oc), (tw, tc) = best(floor_peer), best(ours_peer), best(theirs)
     print(f"PlainCNN (no BatchNorm), {args.steps}x{args.steps} grid, one batch of {len(single[1])} images:")
     print(f"  {cells} x plain forward passes : {fw:7.2f} / {fc:7.2f}")

@@ -293,6 +293,7 @@ def test_max_eigenvalue_spectrum_per_batch():
 def test_float64_operator_on_a_float32_model_round_trips_exactly():
     model = make_mlp().float()
     batches = [(x.float(), y) for x, y in make_batches((4,))]
+    model[0].weight.grad = torch.ones_like(model[0].weight)  # an existing float32 .grad stays as it is
     before = [p.detach().clone() for p in model.parameters()]
     op64 = hs.HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float64)
     op32 = hs.HessianOperator(model, cross_entropy_loss, batches)
@@ -303,6 +304,7 @@ def test_float64_operator_on_a_float32_model_round_trips_exactly():
     torch.testing.assert_close((op32 @ v.float()).double(), hv64, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(hv64, h @ v, rtol=1e-5, atol=1e-6)  # float32-rounded weights and data
     assert all(p.dtype == torch.float32 and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
 
 
 def test_timm_vit_double_backward_on_cpu():
@@ -626,3 +628,19 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
 
 def _single_process_reference(out_dir: str) -> dict:
     return _ddp_worker(out_dir)
+
+
+def test_registered_vit_micro_float32_matches_float64():
+    import timm
+
+    import alternet_pl.models  # noqa: F401
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_cifar_micro", num_classes=10)
+    batches = [(torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2]))]
+    op32 = hs.HessianOperator(model, cross_entropy_loss, batches)
+    op64 = hs.HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float64)
+    v = torch.randn(op32.size, generator=torch.Generator().manual_seed(0))
+    hv32, hv64 = op32 @ v, op64 @ v.double()
+    assert float((hv32.double() - hv64).norm() / hv64.norm()) < 1e-4
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -78,7 +78,7 @@ class HessianOperator:
         model, loss_fn: ``loss_fn(model, batch) -> (loss_mean, num_samples[, ...])``.
         batches: a list (or re-iterable) of batches; re-read on every product.
         params: None (all trainable), name prefix(es) and/or module(s): the block-wise Hessian.
-        dtype: compute dtype; float64 casts the model for the product and back (exact round trip).
+        dtype: compute dtype; float64 upcasts the model's tensors for each product and back (exact).
         mode: "eval" or "train" BatchNorm statistics (module docstring).
         weight_decay, weight_decay_form: add the Hessian of a weight-decay term on the selected
             parameters: "l2" = 0.5 * wd * sum ||p||^2 (adds wd * I), "norm" = wd * sum ||p||_2 (the
@@ -108,11 +108,19 @@ class HessianOperator:
         self.model, self.loss_fn, self.batches = model, loss_fn, batches
         self.names, self.params = _select_params(model, params)
         bits = torch.finfo(dtype).bits
-        lossy = [(n, p.dtype) for n, p in zip(self.names, self.params) if torch.finfo(p.dtype).bits > bits]
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        lossy = [
+            (n, t.dtype) for n, t in tensors if t.is_floating_point() and torch.finfo(t.dtype).bits > bits
+        ]
         if lossy:
             raise ValueError(
-                f"dtype={dtype} is less precise than parameter {lossy[0][0]} ({lossy[0][1]}); "
+                f"dtype={dtype} is less precise than {lossy[0][0]} ({lossy[0][1]}); "
                 "pass a dtype at least as precise as the model's"
+            )
+        if mode == "train" and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+            raise ValueError(
+                "mode='train' with SyncBatchNorm would sync statistics across ranks holding "
+                "different batches; use mode='eval' or convert back to BatchNorm"
             )
         self.dtype, self.mode, self.distributed = dtype, mode, distributed
         self.weight_decay, self.weight_decay_form = float(weight_decay), weight_decay_form
@@ -136,7 +144,6 @@ class HessianOperator:
         model = self.model
         modes = [(m, m.training) for m in model.modules()]
         bn_flags = []
-        model_dtype = self.params[0].dtype
         model.eval()
         if self.mode == "train":
             for m in model.modules():
@@ -144,14 +151,20 @@ class HessianOperator:
                     bn_flags.append((m, m.track_running_stats))
                     m.train()
                     m.track_running_stats = False
-        if model_dtype != self.dtype:
-            model.to(self.dtype)
+        cast = [
+            t
+            for t in (*model.parameters(), *model.buffers())
+            if t.is_floating_point() and t.dtype != self.dtype
+        ]
+        dtypes = [t.dtype for t in cast]
+        for t in cast:  # upcast in place (exact round trip; .grad and identities untouched)
+            t.data = t.data.to(self.dtype)
         try:
             with torch.autocast(self.device.type, enabled=False), sdpa_kernel(SDPBackend.MATH):
                 yield
         finally:
-            if model_dtype != self.dtype:
-                model.to(model_dtype)
+            for t, d in zip(cast, dtypes):
+                t.data = t.data.to(d)
             for m, flag in bn_flags:
                 m.track_running_stats = flag
             for m, training in modes:
@@ -247,8 +260,10 @@ class HessianOperator:
                 result = result + self._weight_decay_hvp(vs)
         self.num_hvps += 1
         if not bool(torch.isfinite(result).all()):
-            raise FloatingPointError("the Hessian-vector product is not finite: the loss or the model diverged "
-                                     "(check the loss at these weights), or run with dtype=torch.float64")
+            raise FloatingPointError(
+                "the Hessian-vector product is not finite: the loss or the model diverged "
+                "(check the loss at these weights), or run with dtype=torch.float64"
+            )
         return result
 
     def _weight_decay_hvp(self, vs: list[torch.Tensor]) -> torch.Tensor:
@@ -322,7 +337,9 @@ def _lanczos(
     q = q / q.norm()
     for j in _progress(range(steps), total=steps, desc=desc):
         if j == basis.shape[0]:
-            basis = torch.cat([basis, torch.empty(min(j, steps - j), op.size, dtype=op.dtype, device=op.device)])
+            basis = torch.cat(
+                [basis, torch.empty(min(j, steps - j), op.size, dtype=op.dtype, device=op.device)]
+            )
         basis[j] = q
         w = op @ q
         alpha = float(q @ w)

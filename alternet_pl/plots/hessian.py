@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from alternet_pl.analysis.hessian import smoothed_density
 
@@ -68,10 +69,9 @@ def blockwise_figure(
         ax.bar(x, np.asarray(bottom, dtype=float), color=colors, alpha=0.5)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x, names, rotation=90, fontsize=7)
-    ax.set(ylabel="eigenvalue", title="block-wise Hessian: top (and min) eigenvalue")
-    for kind, color in KIND_COLORS.items():
-        if kind in kinds:
-            ax.bar([], [], color=color, label=kind)
-    ax.legend(fontsize=8)
+    ax.set(ylabel="eigenvalue", title="block-wise Hessian eigenvalues")
+    handles = [Patch(color=c, label=k) for k, c in KIND_COLORS.items() if k in kinds]
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     return fig
