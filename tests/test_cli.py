@@ -92,3 +92,44 @@ def test_analyze_rejects_a_corrupt_checkpoint(tmp_path):
     torch.save({"state_dict": other.state_dict(), "epoch": 1}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="does not match the architecture"):
         load_checkpoint(module, tmp_path / "other.ckpt")
+
+
+def test_quickstart_with_light_analyses_then_analyze_and_report(tmp_path):
+    """The README's main job at toy size: fit + every light analysis, post-hoc analyze, figures."""
+    from alternet_pl import analyze, report
+
+    cli = fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"),
+                    "--config", str(ROOT / "configs/analysis/light.yaml"), f"--runs_dir={tmp_path}", *TINY,
+                    "--trainer.max_epochs=2"])  # the trajectory PCA needs two snapshots besides the final one
+    run = cli.run_dir
+    expected = {"hessian", "landscape", "trajectory", "fourier", "variance", "freq_noise", "lesion"}
+    written = {p.name for p in (run / "analysis").iterdir()}
+    assert expected <= written, expected - written
+    for name in expected:
+        assert list((run / "analysis" / name).glob("epoch=*.json")), name
+        assert list((run / "analysis" / name).glob("epoch=*.png")), name
+    assert not any(cb.failures for cb in cli.trainer.callbacks if hasattr(cb, "failures"))
+
+    results = analyze.main(["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/last.ckpt"),
+                            "--analysis", "hessian", "fourier", "--hessian.k=2", "--hessian.trace_samples=0"])
+    assert set(results) == {"hessian", "fourier"}
+    post = sorted((run / "analysis" / "hessian").glob("last-epoch=*.json"))
+    assert len(post) == 1 and '"k": 2' in post[0].read_text()
+
+    paths = report.main([str(run), "--out", str(tmp_path / "figures")])
+    names = {p.name for p in paths}
+    assert {"table_results.md", "fig1_hessian_spectra.png", "fig2a_fourier_hf_by_depth.png",
+            "fig2b_freq_noise.png", "fig_landscape.png"} <= names
+    assert run_label_in((tmp_path / "figures" / "table_results.md").read_text(), run)
+
+
+def run_label_in(text: str, run: Path) -> bool:
+    return f"{run.parent.name}/{run.name}" in text
+
+
+def test_analyze_rejects_unknown_analysis(tmp_path, capsys):
+    from alternet_pl import analyze
+
+    with pytest.raises(SystemExit):
+        analyze.main(["--config", "x.yaml", "--ckpt_path", "y.ckpt", "--analysis", "hesian"])
+    assert "hesian" in capsys.readouterr().err

@@ -450,7 +450,6 @@ def test_real_micro_models():
     assert out["loss"][1, 1] == pytest.approx(centre, rel=1e-5)
 
 
-@pytest.mark.slow
 def test_end_to_end_fit_with_both_callbacks(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     try:

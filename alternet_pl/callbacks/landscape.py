@@ -286,12 +286,13 @@ class TrajectoryCallback(AnalysisCallback):
                 np.load(s, mmap_mode="r") if isinstance(s, Path) else s
                 for s in (self.snapshots[e] for e in epochs)
             ]
-        if len(snaps) < 2:
-            raise ValueError(
-                f"TrajectoryCallback: {len(snaps)} weight snapshot(s); the PCA needs at least 2 besides "
-                "the final weights: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
-            )
         final = flatten_trainable(model)
+        distinct = [not np.array_equal(s, final) for s in snaps]  # the final snapshot adds no direction
+        if sum(distinct) < 2:
+            raise ValueError(
+                f"TrajectoryCallback: {sum(distinct)} weight snapshot(s) besides the final weights; the PCA "
+                "needs at least 2: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
+            )
         vecs, path, explained = pca_directions(snaps, final)
         dirs = directions_from_flat(model, vecs)
         lo, hi = np.minimum(path.min(0), 0.0), np.maximum(path.max(0), 0.0)

@@ -1,0 +1,197 @@
+"""`python -m alternet_pl.report RUN_DIR [RUN_DIR ...]`: the paper's figures and tables from result files.
+
+Reads only what runs wrote (`metrics.csv`, `analysis/<name>/*.json|npz`), so figures can be redrawn
+without re-running anything. `--scale smoke|paper` first trains the paper's model trio (ResNet,
+ViT, AlterNet: micro models on synthetic data on a CPU in minutes, or the real CIFAR-100 recipes on
+GPUs) with the analysis suite, then draws the comparison figures (`make reproduce-figures`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from alternet_pl.analysis.results import _atomic_write, read_json, write_figure  # noqa: E402
+from alternet_pl.plots.features import KIND_STYLE, load_freq_noise_runs, plot_freq_noise  # noqa: E402
+from alternet_pl.plots.landscape import read_official_csv, side_by_side  # noqa: E402
+
+#: the model trio each scale trains: (label, config files, extra flags)
+SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
+    "smoke": [
+        (name, ["experiments/quickstart.yaml", "configs/analysis/light.yaml"],
+         [f"--model.model={model}", f"--experiment=smoke_{name}"])
+        for name, model in (("resnet", "resnet_cifar_micro"), ("vit", "vit_cifar_micro"),
+                            ("alternet", "alternet_cifar_micro"))
+    ],
+    "paper": [
+        (name, [f"experiments/{exp}.yaml", "configs/trainer/ddp.yaml", "configs/analysis/full.yaml"], [])
+        for name, exp in (("resnet", "resnet50_cifar100"), ("vit", "vit_ti_cifar100"), ("alternet", "alter_r50"))
+    ],
+}
+
+
+def latest(run: Path, analysis: str, suffix: str = ".json") -> Path | None:
+    """The result file of the last epoch an analysis wrote in a run (None if it never ran)."""
+    files = sorted((run / "analysis" / analysis).glob(f"*{suffix}"),
+                   key=lambda p: int(m.group(1)) if (m := re.search(r"epoch=(\d+)", p.name)) else -1)
+    return files[-1] if files else None
+
+
+def run_label(run: Path) -> str:
+    return f"{run.parent.name}/{run.name}"
+
+
+def final_metrics(run: Path) -> dict[str, float]:
+    """The last logged value of every val/* column of a run's metrics.csv."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return {}
+    out: dict[str, float] = {}
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            for key, value in row.items():
+                if key and key.startswith("val/") and value not in ("", None):
+                    out[key] = float(value)
+    return out
+
+
+def accuracy_table(runs: Sequence[Path], out: Path) -> Path:
+    cols = ["val/acc1", "val/acc5", "val/nll", "val/ece"]
+    scalar_cols = [("hessian", "top_eig"), ("hessian", "min_eig"), ("hessian", "trace"),
+                   ("landscape", "center_loss")]
+    header = ["run", *cols, *[f"{a}/{k}" for a, k in scalar_cols]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        metrics = final_metrics(run)
+        row = [run_label(run)] + [f"{metrics[c]:.4f}" if c in metrics else "-" for c in cols]
+        for analysis, key in scalar_cols:
+            path = latest(run, analysis)
+            value = read_json(path).get("scalars", {}).get(key) if path else None
+            row.append(f"{value:.4g}" if isinstance(value, int | float) else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    text = ("\n".join(lines) + "\n").encode()
+    _atomic_write(out / "table_results.md", lambda fh: fh.write(text))
+    return out / "table_results.md"
+
+
+def _by_depth_panels(runs: Sequence[Path], analysis: str, key: str, ylabel: str, logy: bool = False):
+    found = [(run, read_json(p)) for run in runs if (p := latest(run, analysis))]
+    if not found:
+        return None
+    fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.4), squeeze=False, sharey=not logy)
+    for ax, (run, data) in zip(axes[0], found):
+        values, kinds, depths = data[key], data["kinds"], data["depth"]
+        ax.plot(depths, values, color="0.75", lw=1)
+        for kind in dict.fromkeys(kinds):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            color, marker, label = KIND_STYLE.get(kind, ("0.3", "o", kind))
+            ax.scatter([depths[i] for i in idx], [values[i] for i in idx], c=color, marker=marker, label=label)
+        ax.set(title=run_label(run), xlabel="Normalized depth")
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(frameon=False, fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def hessian_figure(runs: Sequence[Path]):
+    """Paper Fig. 1 style: the per-run distribution of Hessian eigenvalues (per-batch spectrum when
+    recorded, else the SLQ density nodes weighted by their weights)."""
+    found = [(run, np.load(p)) for run in runs if (p := latest(run, "hessian", ".npz"))]
+    if not found:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for run, arrays in found:
+        if "spectrum" in arrays:
+            values = np.asarray(arrays["spectrum"], dtype=float).reshape(-1)
+            ax.hist(values, bins=30, density=True, histtype="step", lw=1.5, label=run_label(run))
+        elif "density_nodes" in arrays:
+            nodes, weights = arrays["density_nodes"].reshape(-1), arrays["density_weights"].reshape(-1)
+            ax.hist(nodes, bins=30, weights=weights, density=True, histtype="step", lw=1.5, label=run_label(run))
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set(xlabel="Hessian eigenvalue", ylabel="density", title="Hessian eigenvalue spectra")
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def landscape_figure(runs: Sequence[Path], official: Sequence[Path] = ()):
+    grids = {}
+    for run in runs:
+        path = latest(run, "landscape", ".npz")
+        if path is None:
+            continue
+        arrays = np.load(path)
+        if arrays["loss"].ndim == 2:
+            grids[run_label(run)] = {"x": arrays["coords"], "y": arrays["coords"], "loss": arrays["loss"]}
+    for path in official:
+        grids[f"official: {Path(path).stem}"] = read_official_csv(path)
+    return side_by_side(grids) if grids else None
+
+
+def draw(runs: Sequence[Path], out: Path, official: Sequence[Path] = ()) -> list[Path]:
+    """Every figure and table the runs have data for; returns the written paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [accuracy_table(runs, out)]
+    figures = {
+        "fig1_hessian_spectra": hessian_figure(runs),
+        "fig_landscape": landscape_figure(runs, official),
+        "fig2a_fourier_hf_by_depth": _by_depth_panels(runs, "fourier", "hf", r"$\Delta$ log amplitude at $\pi$"),
+        "fig_variance_by_depth": _by_depth_panels(runs, "variance", "variance", "feature map variance", logy=True),
+        "fig_lesion_by_depth": _by_depth_panels(runs, "lesion", "drop", "accuracy drop"),
+    }
+    noise = [p for run in runs if (p := latest(run, "freq_noise"))]
+    if noise:
+        figures["fig2b_freq_noise"] = plot_freq_noise(load_freq_noise_runs(noise))
+    for name, fig in figures.items():
+        if fig is not None:
+            written.append(write_figure(out / f"{name}.png", fig))
+    return written
+
+
+def train_scale(scale: str) -> list[Path]:
+    """Train the scale's model trio (with analyses) and return their run directories."""
+    from alternet_pl import fit
+
+    runs = []
+    for _, configs, flags in SCALES[scale]:
+        args = [a for c in configs for a in ("--config", c)] + flags
+        cli = fit.main(args)
+        runs.append(cli.run_dir)
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories (runs/<experiment>/<version>)")
+    parser.add_argument("--scale", choices=sorted(SCALES), help="train the model trio first (smoke: CPU minutes)")
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="where figures and tables go")
+    parser.add_argument("--official-csv", type=Path, nargs="*", default=[],
+                        help="official loss-landscape CSV grids to draw beside ours")
+    args = parser.parse_args(argv)
+    runs = list(args.runs)
+    for run in runs:
+        if not (run / "metrics.csv").is_file() and not (run / "analysis").is_dir():
+            parser.error(f"{run} is not a run directory (no metrics.csv or analysis/ inside)")
+    if args.scale:
+        runs += train_scale(args.scale)
+    if not runs:
+        parser.error("give run directories or --scale smoke|paper")
+    written = draw(runs, args.out, args.official_csv)
+    print("Figures and tables written:\n" + "\n".join(f"  {p}" for p in written))
+    return written
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
