@@ -24,7 +24,9 @@ from alternet_pl.module import ImageClassifier
 def load_run_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"run config {path} not found (each run writes runs/<experiment>/<version>/config.yaml)")
+        raise FileNotFoundError(
+            f"run config {path} not found (each run writes runs/<experiment>/<version>/config.yaml)"
+        )
     with open(path) as fh:
         config = yaml.safe_load(fh) or {}
     for key in ("model", "data"):
@@ -67,10 +69,12 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__, default_env=False)
     parser.add_argument("--config", type=str, required=True, help="the run's config.yaml")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint to analyse")
-    parser.add_argument("--analysis", type=str, nargs="+", required=True,
-                        help=f"one or more of: {sorted(ANALYSES)}")
-    parser.add_argument("--out_dir", type=str | None, default=None,
-                        help="default: the checkpoint's run directory")
+    parser.add_argument(
+        "--analysis", type=str, nargs="+", required=True, help=f"one or more of: {sorted(ANALYSES)}"
+    )
+    parser.add_argument(
+        "--out_dir", type=str | None, default=None, help="default: the checkpoint's run directory"
+    )
     parser.add_argument("--device", type=str, default="cpu", help="cpu or cuda")
     for name, cls in sorted(ANALYSES.items()):
         parser.add_class_arguments(cls, name, sub_configs=True)
@@ -90,8 +94,10 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     module.to(cfg.device).eval()
     datamodule = instantiate_class((), run_config["data"])
     ckpt = Path(cfg.ckpt_path)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else (
-        ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out_dir = (
+        Path(cfg.out_dir)
+        if cfg.out_dir
+        else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
     )
     checkpoint_epoch = int(torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", 0))
     explicit = {a.split("=")[0].lstrip("-") for a in (args if args is not None else sys.argv[1:])}

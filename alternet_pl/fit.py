@@ -46,13 +46,25 @@ class AlternetCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--experiment", type=str | None, default=None,
-                            help="run name; default: the first --config file's name")
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="run name; default: the first --config file's name",
+        )
         parser.add_argument("--runs_dir", type=str, default="runs", help="where runs/<experiment>/ live")
-        parser.add_argument("--version", type=str | None, default=None,
-                            help="version folder name; default version_N (never overwrites)")
-        parser.add_argument("--analyses", type=list[AnalysisCallback] | None, default=None,
-                            help="analysis callbacks (see configs/analysis/*.yaml)")
+        parser.add_argument(
+            "--version",
+            type=str | None,
+            default=None,
+            help="version folder name; default version_N (never overwrites)",
+        )
+        parser.add_argument(
+            "--analyses",
+            type=list[AnalysisCallback] | None,
+            default=None,
+            help="analysis callbacks (see configs/analysis/*.yaml)",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config
@@ -84,10 +96,16 @@ class AlternetCLI(LightningCLI):
         if config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in existing
         ):
-            callbacks = callbacks + [ModelCheckpoint(
-                dirpath=str(run_dir / "checkpoints"), monitor="val/acc1", mode="max", save_last=True,
-                filename="best-epoch={epoch:03d}-acc1={val/acc1:.4f}", auto_insert_metric_name=False,
-            )]
+            callbacks = callbacks + [
+                ModelCheckpoint(
+                    dirpath=str(run_dir / "checkpoints"),
+                    monitor="val/acc1",
+                    mode="max",
+                    save_last=True,
+                    filename="best-epoch={epoch:03d}-acc1={val/acc1:.4f}",
+                    auto_insert_metric_name=False,
+                )
+            ]
         config["callbacks"] = existing
         return super()._instantiate_trainer(config, callbacks + list(analyses))
 

@@ -42,7 +42,9 @@ class SafeWandbLogger(WandbLogger):
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001  (W&B must never kill a run)
             self._failed = True
-            log.warning("W&B %s failed (%s: %s); W&B logging is off for this run", what, type(err).__name__, err)
+            log.warning(
+                "W&B %s failed (%s: %s); W&B logging is off for this run", what, type(err).__name__, err
+            )
             return None
 
     def log_metrics(self, metrics, step=None) -> None:

@@ -83,8 +83,12 @@ class ImageClassifier(pl.LightningModule):
         self.mixup_fn: Mixup | None = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             self.mixup_fn = Mixup(
-                mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mixup_prob,
-                switch_prob=mixup_switch_prob, label_smoothing=label_smoothing, num_classes=num_classes,
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                prob=mixup_prob,
+                switch_prob=mixup_switch_prob,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
             )
         self.soft_ce = SoftTargetCrossEntropy()
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
@@ -159,8 +163,10 @@ class ImageClassifier(pl.LightningModule):
                 continue
             skip = param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
             (no_decay if skip else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": self.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         lr = self.effective_lr()
         if self.hparams.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=lr)

@@ -28,22 +28,34 @@ from alternet_pl.plots.landscape import read_official_csv, side_by_side  # noqa:
 #: the model trio each scale trains: (label, config files, extra flags)
 SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
     "smoke": [
-        (name, ["experiments/quickstart.yaml", "configs/analysis/light.yaml"],
-         [f"--model.model={model}", f"--experiment=smoke_{name}"])
-        for name, model in (("resnet", "resnet_cifar_micro"), ("vit", "vit_cifar_micro"),
-                            ("alternet", "alternet_cifar_micro"))
+        (
+            name,
+            ["experiments/quickstart.yaml", "configs/analysis/light.yaml"],
+            [f"--model.model={model}", f"--experiment=smoke_{name}"],
+        )
+        for name, model in (
+            ("resnet", "resnet_cifar_micro"),
+            ("vit", "vit_cifar_micro"),
+            ("alternet", "alternet_cifar_micro"),
+        )
     ],
     "paper": [
         (name, [f"experiments/{exp}.yaml", "configs/trainer/ddp.yaml", "configs/analysis/full.yaml"], [])
-        for name, exp in (("resnet", "resnet50_cifar100"), ("vit", "vit_ti_cifar100"), ("alternet", "alter_r50"))
+        for name, exp in (
+            ("resnet", "resnet50_cifar100"),
+            ("vit", "vit_ti_cifar100"),
+            ("alternet", "alter_r50"),
+        )
     ],
 }
 
 
 def latest(run: Path, analysis: str, suffix: str = ".json") -> Path | None:
     """The result file of the last epoch an analysis wrote in a run (None if it never ran)."""
-    files = sorted((run / "analysis" / analysis).glob(f"*{suffix}"),
-                   key=lambda p: int(m.group(1)) if (m := re.search(r"epoch=(\d+)", p.name)) else -1)
+    files = sorted(
+        (run / "analysis" / analysis).glob(f"*{suffix}"),
+        key=lambda p: int(m.group(1)) if (m := re.search(r"epoch=(\d+)", p.name)) else -1,
+    )
     return files[-1] if files else None
 
 
@@ -67,8 +79,12 @@ def final_metrics(run: Path) -> dict[str, float]:
 
 def accuracy_table(runs: Sequence[Path], out: Path) -> Path:
     cols = ["val/acc1", "val/acc5", "val/nll", "val/ece"]
-    scalar_cols = [("hessian", "top_eig"), ("hessian", "min_eig"), ("hessian", "trace"),
-                   ("landscape", "center_loss")]
+    scalar_cols = [
+        ("hessian", "top_eig"),
+        ("hessian", "min_eig"),
+        ("hessian", "trace"),
+        ("landscape", "center_loss"),
+    ]
     header = ["run", *cols, *[f"{a}/{k}" for a, k in scalar_cols]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
@@ -95,7 +111,9 @@ def _by_depth_panels(runs: Sequence[Path], analysis: str, key: str, ylabel: str,
         for kind in dict.fromkeys(kinds):
             idx = [i for i, k in enumerate(kinds) if k == kind]
             color, marker, label = KIND_STYLE.get(kind, ("0.3", "o", kind))
-            ax.scatter([depths[i] for i in idx], [values[i] for i in idx], c=color, marker=marker, label=label)
+            ax.scatter(
+                [depths[i] for i in idx], [values[i] for i in idx], c=color, marker=marker, label=label
+            )
         ax.set(title=run_label(run), xlabel="Normalized depth")
         if logy:
             ax.set_yscale("log")
@@ -118,7 +136,9 @@ def hessian_figure(runs: Sequence[Path]):
             ax.hist(values, bins=30, density=True, histtype="step", lw=1.5, label=run_label(run))
         elif "density_nodes" in arrays:
             nodes, weights = arrays["density_nodes"].reshape(-1), arrays["density_weights"].reshape(-1)
-            ax.hist(nodes, bins=30, weights=weights, density=True, histtype="step", lw=1.5, label=run_label(run))
+            ax.hist(
+                nodes, bins=30, weights=weights, density=True, histtype="step", lw=1.5, label=run_label(run)
+            )
     ax.axvline(0, color="k", lw=0.8)
     ax.set(xlabel="Hessian eigenvalue", ylabel="density", title="Hessian eigenvalue spectra")
     ax.legend(frameon=False, fontsize=7)
@@ -147,8 +167,12 @@ def draw(runs: Sequence[Path], out: Path, official: Sequence[Path] = ()) -> list
     figures = {
         "fig1_hessian_spectra": hessian_figure(runs),
         "fig_landscape": landscape_figure(runs, official),
-        "fig2a_fourier_hf_by_depth": _by_depth_panels(runs, "fourier", "hf", r"$\Delta$ log amplitude at $\pi$"),
-        "fig_variance_by_depth": _by_depth_panels(runs, "variance", "variance", "feature map variance", logy=True),
+        "fig2a_fourier_hf_by_depth": _by_depth_panels(
+            runs, "fourier", "hf", r"$\Delta$ log amplitude at $\pi$"
+        ),
+        "fig_variance_by_depth": _by_depth_panels(
+            runs, "variance", "variance", "feature map variance", logy=True
+        ),
         "fig_lesion_by_depth": _by_depth_panels(runs, "lesion", "drop", "accuracy drop"),
     }
     noise = [p for run in runs if (p := latest(run, "freq_noise"))]
@@ -173,12 +197,21 @@ def train_scale(scale: str) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("runs", nargs="*", type=Path, help="run directories (runs/<experiment>/<version>)")
-    parser.add_argument("--scale", choices=sorted(SCALES), help="train the model trio first (smoke: CPU minutes)")
+    parser.add_argument(
+        "--scale", choices=sorted(SCALES), help="train the model trio first (smoke: CPU minutes)"
+    )
     parser.add_argument("--out", type=Path, default=Path("figures"), help="where figures and tables go")
-    parser.add_argument("--official-csv", type=Path, nargs="*", default=[],
-                        help="official loss-landscape CSV grids to draw beside ours")
+    parser.add_argument(
+        "--official-csv",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="official loss-landscape CSV grids to draw beside ours",
+    )
     args = parser.parse_args(argv)
     runs = list(args.runs)
     for run in runs:

@@ -17,7 +17,9 @@ def global_rank_from_env() -> int:
 
 
 def next_version(parent: Path) -> str:
-    taken = [int(m.group(1)) for p in parent.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    taken = [
+        int(m.group(1)) for p in parent.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))
+    ]
     return f"version_{max(taken, default=-1) + 1}"
 
 

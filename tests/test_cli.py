@@ -13,8 +13,12 @@ from alternet_pl.runs import make_run_dir
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(glob.glob(str(ROOT / "experiments" / "**" / "*.yaml"), recursive=True))
 TINY = [
-    "--data.init_args.num_train=48", "--data.init_args.num_val=32", "--data.init_args.batch_size=16",
-    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--data.init_args.num_train=48",
+    "--data.init_args.num_val=32",
+    "--data.init_args.batch_size=16",
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
 ]
 
 
@@ -32,9 +36,16 @@ def test_every_experiment_passes_print_config(path, capsys):
 
 def test_configs_compose_left_to_right(capsys):
     with pytest.raises(SystemExit):
-        fit.main(["--config", str(ROOT / "experiments/alter_r50.yaml"),
-                  "--config", str(ROOT / "configs/trainer/ddp.yaml"),
-                  "--trainer.max_epochs=7", "--print_config"])
+        fit.main(
+            [
+                "--config",
+                str(ROOT / "experiments/alter_r50.yaml"),
+                "--config",
+                str(ROOT / "configs/trainer/ddp.yaml"),
+                "--trainer.max_epochs=7",
+                "--print_config",
+            ]
+        )
     out = capsys.readouterr().out
     assert "strategy: ddp" in out and "precision: bf16-mixed" in out and "max_epochs: 7" in out
     assert "alternet_cifar_50" in out
@@ -44,7 +55,9 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  modle: alternet_cifar_micro\n")
     with pytest.raises(SystemExit) as exit_info:
-        fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"), "--config", str(bad), "--print_config"])
+        fit.main(
+            ["--config", str(ROOT / "experiments/quickstart.yaml"), "--config", str(bad), "--print_config"]
+        )
     assert exit_info.value.code != 0
     assert "modle" in capsys.readouterr().err
 
@@ -98,9 +111,17 @@ def test_quickstart_with_light_analyses_then_analyze_and_report(tmp_path):
     """The README's main job at toy size: fit + every light analysis, post-hoc analyze, figures."""
     from alternet_pl import analyze, report
 
-    cli = fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"),
-                    "--config", str(ROOT / "configs/analysis/light.yaml"), f"--runs_dir={tmp_path}", *TINY,
-                    "--trainer.max_epochs=2"])  # the trajectory PCA needs two snapshots besides the final one
+    cli = fit.main(
+        [
+            "--config",
+            str(ROOT / "experiments/quickstart.yaml"),
+            "--config",
+            str(ROOT / "configs/analysis/light.yaml"),
+            f"--runs_dir={tmp_path}",
+            *TINY,
+            "--trainer.max_epochs=2",
+        ]
+    )  # the trajectory PCA needs two snapshots besides the final one
     run = cli.run_dir
     expected = {"hessian", "landscape", "trajectory", "fourier", "variance", "freq_noise", "lesion"}
     written = {p.name for p in (run / "analysis").iterdir()}
@@ -110,16 +131,32 @@ def test_quickstart_with_light_analyses_then_analyze_and_report(tmp_path):
         assert list((run / "analysis" / name).glob("epoch=*.png")), name
     assert not any(cb.failures for cb in cli.trainer.callbacks if hasattr(cb, "failures"))
 
-    results = analyze.main(["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/last.ckpt"),
-                            "--analysis", "hessian", "fourier", "--hessian.k=2", "--hessian.trace_samples=0"])
+    results = analyze.main(
+        [
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints/last.ckpt"),
+            "--analysis",
+            "hessian",
+            "fourier",
+            "--hessian.k=2",
+            "--hessian.trace_samples=0",
+        ]
+    )
     assert set(results) == {"hessian", "fourier"}
     post = sorted((run / "analysis" / "hessian").glob("last-epoch=*.json"))
     assert len(post) == 1 and '"k": 2' in post[0].read_text()
 
     paths = report.main([str(run), "--out", str(tmp_path / "figures")])
     names = {p.name for p in paths}
-    assert {"table_results.md", "fig1_hessian_spectra.png", "fig2a_fourier_hf_by_depth.png",
-            "fig2b_freq_noise.png", "fig_landscape.png"} <= names
+    assert {
+        "table_results.md",
+        "fig1_hessian_spectra.png",
+        "fig2a_fourier_hf_by_depth.png",
+        "fig2b_freq_noise.png",
+        "fig_landscape.png",
+    } <= names
     assert run_label_in((tmp_path / "figures" / "table_results.md").read_text(), run)
 
 

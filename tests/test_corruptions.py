@@ -94,8 +94,14 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
         np.save(root / f"{c}.npy", rng.integers(0, 256, (5 * 4, 32, 32, 3), dtype=np.uint8))
     labels = rng.integers(0, 10, 20)
     np.save(root / "labels.npy", labels)
-    kw = dict(root=str(root), corruptions=["fog", "snow"], severities=[1, 3], eval_batch_size=3,
-              num_batches=1, batch_size=8)
+    kw = dict(
+        root=str(root),
+        corruptions=["fog", "snow"],
+        severities=[1, 3],
+        eval_batch_size=3,
+        num_batches=1,
+        batch_size=8,
+    )
     cb = CorruptionCallback(**kw)
     res = cb.run(module, dm, tmp_path / "run", epoch=0)
     # reference: the model on the raw arrays, normalised with the datamodule's statistics

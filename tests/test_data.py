@@ -73,7 +73,9 @@ def test_cifar_loader_reads_the_real_pickle_layout(tmp_path, name, num_classes):
     images, labels = load_cifar(tmp_path, name, train=False)
     data, labs = expected[test_file]
     # CIFAR rows are 1024 R, then 1024 G, then 1024 B values, each row-major 32x32
-    assert np.array_equal(images[2, 5, 7], [data[2, 5 * 32 + 7], data[2, 1024 + 5 * 32 + 7], data[2, 2048 + 5 * 32 + 7]])
+    assert np.array_equal(
+        images[2, 5, 7], [data[2, 5 * 32 + 7], data[2, 1024 + 5 * 32 + 7], data[2, 2048 + 5 * 32 + 7]]
+    )
     assert labels.tolist() == labs
     train_images, _ = load_cifar(tmp_path, name, train=True)
     assert len(train_images) == (30 if name == "cifar10" else 6)
@@ -102,13 +104,22 @@ def _write_folder(root, classes, per_class=3, size=20):
         for c in classes:
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png"
+                )
 
 
 def test_imagefolder_reads_tiny_pngs(tmp_path):
     _write_folder(tmp_path, ["ant", "bee", "cat"])
-    dm = ImageFolderDataModule(root=str(tmp_path), image_size=16, batch_size=9, num_workers=0,
-                               auto_augment=None, re_prob=0.0, drop_last=False)
+    dm = ImageFolderDataModule(
+        root=str(tmp_path),
+        image_size=16,
+        batch_size=9,
+        num_workers=0,
+        auto_augment=None,
+        re_prob=0.0,
+        drop_last=False,
+    )
     assert dm.num_classes == 3
     x, y = next(iter(dm.val_dataloader()))
     assert x.shape == (9, 3, 16, 16)

@@ -12,10 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_ddp_fit_on_two_cpu_processes_shares_one_run_directory(tmp_path):
     cmd = [
-        sys.executable, "-m", "alternet_pl.fit", "--config", str(ROOT / "experiments/quickstart.yaml"),
-        f"--runs_dir={tmp_path}", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
-        "--data.init_args.num_train=64", "--data.init_args.num_val=32", "--data.init_args.batch_size=16",
-        "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        sys.executable,
+        "-m",
+        "alternet_pl.fit",
+        "--config",
+        str(ROOT / "experiments/quickstart.yaml"),
+        f"--runs_dir={tmp_path}",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--data.init_args.num_train=64",
+        "--data.init_args.num_val=32",
+        "--data.init_args.batch_size=16",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
     ]
     env = {k: v for k, v in __import__("os").environ.items() if k != "ALTERNET_RUN_DIR"}
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)

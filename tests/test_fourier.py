@@ -142,8 +142,9 @@ def test_matches_numpy_reference():
     assert got.shape == (8,)
     np.testing.assert_allclose(got.numpy(), numpy_reference(z.double().numpy()), atol=1e-10)
     z7 = torch.randn(2, 3, 7, 7)
-    np.testing.assert_allclose(fourier.delta_log_amplitude({"x": z7})["x"].numpy(),
-                               numpy_reference(z7.double().numpy()), atol=1e-10)
+    np.testing.assert_allclose(
+        fourier.delta_log_amplitude({"x": z7})["x"].numpy(), numpy_reference(z7.double().numpy()), atol=1e-10
+    )
 
 
 def test_white_noise_is_flat():
@@ -324,9 +325,11 @@ def _module_and_data(model_name: str = "alternet_cifar_micro"):
 
 
 def _snapshot(module):
-    return ({k: v.clone() for k, v in module.state_dict().items()},
-            {n: (None if p.grad is None else p.grad.clone()) for n, p in module.named_parameters()},
-            {n: m.training for n, m in module.named_modules()})
+    return (
+        {k: v.clone() for k, v in module.state_dict().items()},
+        {n: (None if p.grad is None else p.grad.clone()) for n, p in module.named_parameters()},
+        {n: m.training for n, m in module.named_modules()},
+    )
 
 
 @pytest.mark.parametrize("name", ["fourier", "variance", "freq_noise", "lesion"])
@@ -375,8 +378,12 @@ def test_freq_noise_plot_takes_several_runs(tmp_path):
 
     paths = []
     for run in ("resnet", "vit"):
-        paths.append(write_json(tmp_path / run / "v0" / "analysis" / "freq_noise" / "epoch=001.json",
-                                {"freqs": [0.1, 0.5], "delta": [0.0, -0.1]}))
+        paths.append(
+            write_json(
+                tmp_path / run / "v0" / "analysis" / "freq_noise" / "epoch=001.json",
+                {"freqs": [0.1, 0.5], "delta": [0.0, -0.1]},
+            )
+        )
     runs = load_freq_noise_runs(paths)
     assert [r[0] for r in runs] == ["resnet/v0", "vit/v0"]
     fig = plot_freq_noise(runs)
@@ -391,11 +398,22 @@ def test_trainer_fit_runs_feature_callbacks(tmp_path):
     from alternet_pl.callbacks.variance import VarianceCallback
 
     module, dm = _module_and_data()
-    cbs = [FourierCallback(num_batches=1, batch_size=8), VarianceCallback(num_batches=1, batch_size=8),
-           FreqNoiseCallback(freqs=[0.5], num_batches=1, batch_size=8)]
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=cbs,
-                         default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    cbs = [
+        FourierCallback(num_batches=1, batch_size=8),
+        VarianceCallback(num_batches=1, batch_size=8),
+        FreqNoiseCallback(freqs=[0.5], num_batches=1, batch_size=8),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=cbs,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, dm)
     for name in ("fourier", "variance", "freq_noise"):
         assert list((tmp_path / "analysis" / name).glob("epoch=*.json")), name

@@ -644,3 +644,25 @@ def test_registered_vit_micro_float32_matches_float64():
     hv32, hv64 = op32 @ v, op64 @ v.double()
     assert float((hv32.double() - hv64).norm() / hv64.norm()) < 1e-4
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_cached_graph_gives_the_same_products_and_follows_weight_changes():
+    """cache_graph=True reuses the first backward; results equal the uncached operator exactly
+    enough, and a weight change invalidates the cache."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    batches = [(torch.randn(n, 4, dtype=torch.float64), torch.randint(0, 3, (n,))) for n in (5, 3)]
+    from alternet_pl.analysis.hessian import HessianOperator
+    from alternet_pl.analysis.loss import cross_entropy_loss
+
+    plain = HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float64)
+    cached = HessianOperator(model, cross_entropy_loss, batches, dtype=torch.float64, cache_graph=True)
+    for _ in range(3):
+        v = torch.randn(plain.size, dtype=torch.float64)
+        torch.testing.assert_close(cached @ v, plain @ v, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        model[0].weight.add_(0.5)
+    v = torch.randn(plain.size, dtype=torch.float64)
+    torch.testing.assert_close(cached @ v, plain @ v, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="cache_graph=True needs the model in torch.float64"):
+        HessianOperator(model.float(), cross_entropy_loss, batches, dtype=torch.float64, cache_graph=True)

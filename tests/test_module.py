@@ -31,17 +31,30 @@ class _LRRecorder(pl.Callback):
 
 def test_scheduler_steps_per_iteration_with_the_closed_form(tmp_path):
     dm = SyntheticDataModule(num_train=64, num_val=16, batch_size=16, auto_augment=None)
-    module = ImageClassifier(model="resnet_cifar_micro", lr=1e-3, warmup_epochs=1, mixup_alpha=0, cutmix_alpha=0)
+    module = ImageClassifier(
+        model="resnet_cifar_micro", lr=1e-3, warmup_epochs=1, mixup_alpha=0, cutmix_alpha=0
+    )
     rec = _LRRecorder()
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[rec],
-                         limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[rec],
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=dm)
     steps_per_epoch, total = 4, 12
     expected = []
     for s in range(total):  # warm-up: (s+1)/(w+1); cosine after, written out independently
-        f = (s + 1) / (steps_per_epoch + 1) if s < steps_per_epoch else \
-            0.5 * (1 + math.cos(math.pi * (s - steps_per_epoch) / (total - steps_per_epoch)))
+        f = (
+            (s + 1) / (steps_per_epoch + 1)
+            if s < steps_per_epoch
+            else 0.5 * (1 + math.cos(math.pi * (s - steps_per_epoch) / (total - steps_per_epoch)))
+        )
         expected.append(1e-3 * f)
     assert rec.lrs == pytest.approx(expected, rel=1e-9)
 
@@ -70,8 +83,9 @@ def test_nll_and_ece_equal_hand_computation():
 
 
 def test_mixup_targets_sum_to_one():
-    module = ImageClassifier(model="resnet_cifar_micro", num_classes=10, mixup_alpha=1.0, cutmix_alpha=0.8,
-                             label_smoothing=0.1)
+    module = ImageClassifier(
+        model="resnet_cifar_micro", num_classes=10, mixup_alpha=1.0, cutmix_alpha=0.8, label_smoothing=0.1
+    )
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
     mixed_x, targets = module.mixup_fn(x, y)
     assert targets.shape == (8, 10)
@@ -101,7 +115,13 @@ def test_unknown_model_lists_close_names():
 def test_num_classes_mismatch_is_an_error(tmp_path):
     dm = SyntheticDataModule(num_train=32, num_val=16, batch_size=16, num_classes=10)
     module = ImageClassifier(model="resnet_cifar_micro", num_classes=7)
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(ValueError, match="num_classes=7 but the data has 10"):
         trainer.fit(module, datamodule=dm)

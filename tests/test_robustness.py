@@ -71,8 +71,10 @@ def test_acc_nll_ece_by_hand():
     ece = np.sum(np.abs(hits - conf)) / 4
     assert m["acc"] == 0.5 and m["nll"] == pytest.approx(nll) and m["ece"] == pytest.approx(ece)
     both_in_one_bin = robustness.metrics_from_counts(
-        robustness.classification_counts(FixedLogits([[2.0, 0.0], [0.0, 2.0]]), [(torch.tensor([0, 1]),
-                                         torch.tensor([0, 0]))], n_bins=10))
+        robustness.classification_counts(
+            FixedLogits([[2.0, 0.0], [0.0, 2.0]]), [(torch.tensor([0, 1]), torch.tensor([0, 0]))], n_bins=10
+        )
+    )
     assert both_in_one_bin["ece"] == pytest.approx(abs(0.5 - 0.8808), abs=1e-4)  # |acc_b - conf_b|
 
 
@@ -97,7 +99,9 @@ def test_mce_by_hand(tmp_path):
 
 def test_evaluate_subsets_keeps_order():
     model = FixedLogits([[2.0, 0.0], [0.0, 2.0]])
-    subsets = {("b", 1): [(torch.tensor([0, 1]), torch.tensor([0, 1]))],
-               ("a", 2): [(torch.tensor([0, 1]), torch.tensor([1, 1]))]}
+    subsets = {
+        ("b", 1): [(torch.tensor([0, 1]), torch.tensor([0, 1]))],
+        ("a", 2): [(torch.tensor([0, 1]), torch.tensor([1, 1]))],
+    }
     out = robustness.evaluate_subsets(model, subsets)
     assert list(out) == [("b", 1), ("a", 2)] and out[("b", 1)]["acc"] == 1.0 and out[("a", 2)]["acc"] == 0.5

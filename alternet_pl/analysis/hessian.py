@@ -85,6 +85,10 @@ class HessianOperator:
             term the paper's official code adds to its loss-landscape loss; tensors with ||p|| = 0,
             where it has no second derivative, contribute nothing).
         distributed: all-reduce over ranks when torch.distributed is initialised.
+        cache_graph: keep each batch's first-backward graph (forward + gradient with
+            create_graph) between products, so every product after the first costs one backward
+            pass per batch instead of forward + two backwards. Costs the memory of those graphs;
+            needs the model already in ``dtype``. The cache is rebuilt if a weight changes.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class HessianOperator:
         weight_decay: float = 0.0,
         weight_decay_form: str = "l2",
         distributed: bool = True,
+        cache_graph: bool = False,
     ) -> None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
@@ -123,6 +128,16 @@ class HessianOperator:
                 "different batches; use mode='eval' or convert back to BatchNorm"
             )
         self.dtype, self.mode, self.distributed = dtype, mode, distributed
+        if cache_graph:
+            other = [n for n, t in tensors if t.is_floating_point() and t.dtype != dtype]
+            if other:
+                raise ValueError(
+                    f"cache_graph=True needs the model in {dtype}, but {other[0]} is not; "
+                    f"convert the model (e.g. model.to({dtype})) or pass cache_graph=False"
+                )
+        self.cache_graph = cache_graph
+        self._cache: list[tuple[tuple, float]] | None = None
+        self._cache_versions: list[int] = []
         self.weight_decay, self.weight_decay_form = float(weight_decay), weight_decay_form
         self.device = self.params[0].device
         self.shapes = [p.shape for p in self.params]
@@ -205,7 +220,8 @@ class HessianOperator:
             ]
         )
 
-    def _batch_hvp(self, batch: Any, vs: list[torch.Tensor]) -> tuple[torch.Tensor, float] | None:
+    def _batch_grads(self, batch: Any) -> tuple[tuple, float] | None:
+        """Forward and gradient with ``create_graph``: the first half of a product (None: empty batch)."""
         out = self.loss_fn(self.model, _cast_batch(batch, self.dtype))
         if not isinstance(out, tuple | list) or len(out) < 2:
             raise TypeError(
@@ -223,31 +239,51 @@ class HessianOperator:
                 "compute it with gradients enabled"
             )
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-        live = [(g, u) for g, u in zip(grads, vs) if g is not None and g.grad_fn is not None]
-        if not live:
+        if not any(g is not None and g.grad_fn is not None for g in grads):
             raise ValueError(
                 "the gradient has no second-derivative path (no grad_fn): the loss is linear in "
                 "the selected parameters, or the model detaches / uses a once-differentiable op"
             )
-        dot = sum((g * u).sum() for g, u in live)
+        return grads, num
+
+    def _grads_hvp(self, grads: tuple, num: float, vs: list[torch.Tensor]) -> torch.Tensor:
+        """The second half: differentiate grad . v once more; returns num * H_batch v (flat)."""
+        dot = sum((g * u).sum() for g, u in zip(grads, vs) if g is not None and g.grad_fn is not None)
         try:
-            hv = torch.autograd.grad(dot, self.params, allow_unused=True)
+            hv = torch.autograd.grad(dot, self.params, allow_unused=True, retain_graph=self.cache_graph)
         except RuntimeError as err:
             raise RuntimeError(
                 f"double backward failed ({err}); the model uses an op without a second "
                 "derivative: replace it or run it in a double-backward-capable mode"
             ) from err
-        return self._flat(hv) * num, num
+        return self._flat(hv) * num
+
+    def _batch_products(self, vs: list[torch.Tensor]):
+        """Yield (num * H_batch v, num) per non-empty batch, from the cached graphs when enabled."""
+        if not self.cache_graph:
+            for batch in self.batches:
+                out = self._batch_grads(batch)
+                if out is not None:
+                    yield self._grads_hvp(*out, vs), out[1]
+            return
+        versions = [p._version for p in self.params]
+        if self._cache is None or versions != self._cache_versions:
+            self._cache = [out for batch in self.batches if (out := self._batch_grads(batch)) is not None]
+            self._cache_versions = versions
+        for grads, num in self._cache:
+            yield self._grads_hvp(grads, num, vs), num
+
+    def clear_cache(self) -> None:
+        """Free the cached graphs (``cache_graph=True``)."""
+        self._cache = None
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(self.size + 1, dtype=self.dtype, device=self.device)  # [sum n*Hv, sum n]
         with self._context():
             vs = self._split(v)
-            for batch in self.batches:
-                out = self._batch_hvp(batch, vs)
-                if out is not None:
-                    total[:-1] += out[0]
-                    total[-1] += out[1]
+            for hv, num in self._batch_products(vs):
+                total[:-1] += hv
+                total[-1] += num
             if self.distributed:
                 all_reduce_sum(total)
             if total[-1] <= 0:
@@ -573,6 +609,7 @@ def max_eigenvalue_spectrum(
     weight_decay_form: str = "l2",
     shard: bool = True,
     seed: int = 0,
+    cache_graph: bool = False,
 ) -> torch.Tensor:
     """Top-k eigenvalues (ascending) of each mini-batch's Hessian: tensor[num_batches, k], float64.
 
@@ -596,6 +633,7 @@ def max_eigenvalue_spectrum(
             weight_decay=weight_decay,
             weight_decay_form=weight_decay_form,
             distributed=False,
+            cache_graph=cache_graph,
         )
         rows[i] = top_eigenvalues(op, k, which, tol=tol, max_iter=max_iter, seed=seed + i).eigenvalues
     for part in all_gather_objects(rows) if world > 1 else [rows]:

@@ -56,7 +56,9 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
     path = Path(path)
-    arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in arrays.items()}
+    arrays = {
+        k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in arrays.items()
+    }
     _atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return path
 
@@ -66,7 +68,10 @@ def write_figure(path: str | os.PathLike, figure) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    _atomic_write(path, lambda fh: figure.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"))
+    _atomic_write(
+        path,
+        lambda fh: figure.savefig(fh, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"),
+    )
     plt.close(figure)
     return path
 

@@ -95,8 +95,14 @@ def frequency_noise_accuracy(
 # ---- calibration metrics -------------------------------------------------------------------------
 def classification_counts(model: nn.Module, batches: Iterable, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Additive sufficient statistics for acc / NLL / ECE over ``batches`` (caller sets eval/no_grad)."""
-    counts = {"n": 0, "correct": 0, "nll": 0.0, "bin_n": np.zeros(n_bins), "bin_conf": np.zeros(n_bins),
-              "bin_correct": np.zeros(n_bins)}
+    counts = {
+        "n": 0,
+        "correct": 0,
+        "nll": 0.0,
+        "bin_n": np.zeros(n_bins),
+        "bin_conf": np.zeros(n_bins),
+        "bin_correct": np.zeros(n_bins),
+    }
     for batch in batches:
         x, y = batch[0], _hard(batch[1])
         logp = F.log_softmax(model(x).double(), dim=-1)
@@ -177,8 +183,10 @@ def load_baseline_errors(path: str | Path) -> dict[str, list[float]]:
     """The per-corruption error lists of a baseline run's corruption result file (`epoch=NNN.json`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"baseline result file {path} not found; pass the baseline run's "
-                                "analysis/corruption/epoch=NNN.json")
+        raise FileNotFoundError(
+            f"baseline result file {path} not found; pass the baseline run's "
+            "analysis/corruption/epoch=NNN.json"
+        )
     data = read_json(path)
     if "errors" not in data:
         raise ValueError(f"{path} has no 'errors' entry: is it a corruption analysis result file?")

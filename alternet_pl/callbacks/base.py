@@ -164,8 +164,13 @@ class AnalysisCallback(pl.Callback):
         rank, world = rank_and_world()
         out_dir = Path(out_root) / "analysis" / self.name
         context = AnalysisContext(
-            epoch=epoch, out_dir=out_dir, rank=rank, world_size=world,
-            module=module, datamodule=datamodule, seed=self.seed,
+            epoch=epoch,
+            out_dir=out_dir,
+            rank=rank,
+            world_size=world,
+            module=module,
+            datamodule=datamodule,
+            seed=self.seed,
         )
         model = module.model if hasattr(module, "model") else module
         start = time.perf_counter()
@@ -179,8 +184,14 @@ class AnalysisCallback(pl.Callback):
             stem = stem or f"epoch={epoch:03d}"
             figures = self.plot(result, context)
             seconds = round(time.perf_counter() - start, 3)
-            summary = {"analysis": self.name, "epoch": epoch, "seconds": seconds, "world_size": world,
-                       "scalars": result.scalars, **result.summary}
+            summary = {
+                "analysis": self.name,
+                "epoch": epoch,
+                "seconds": seconds,
+                "world_size": world,
+                "scalars": result.scalars,
+                **result.summary,
+            }
             paths = write_results(out_dir, stem, summary, result.arrays, figures)
             self._log(loggers, result, paths, step if step is not None else epoch)
         return result
@@ -217,7 +228,9 @@ class AnalysisCallback(pl.Callback):
         except Exception:  # an analysis must never cost the training run (restore_state already ran)
             if self.strict:
                 raise
-            log.exception("analysis %r failed at epoch %d; training continues (strict=False)", self.name, epoch)
+            log.exception(
+                "analysis %r failed at epoch %d; training continues (strict=False)", self.name, epoch
+            )
             self.failures.append(epoch)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -227,9 +240,13 @@ class AnalysisCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1  # epochs completed
         warmup = int(getattr(pl_module, "warmup_epochs", 0) or 0)
-        if "warmup_end" in self.at and warmup > 0 and epoch == warmup:
-            self._maybe_run(trainer, pl_module, "epoch", epoch)
-        elif self.every_n_epochs and epoch % self.every_n_epochs == 0:
+        if (
+            "warmup_end" in self.at
+            and warmup > 0
+            and epoch == warmup
+            or self.every_n_epochs
+            and epoch % self.every_n_epochs == 0
+        ):
             self._maybe_run(trainer, pl_module, "epoch", epoch)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

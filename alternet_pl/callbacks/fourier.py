@@ -28,8 +28,10 @@ def depth_summary(
     scalars = {f"{prefix}_{k}": v for k, v in per_kind_mean(values, kinds).items()}
     if len(values) > 1:
         if log_ratio:
-            changes = [float(np.log(b / a)) if a > 0 and b > 0 else float("nan")
-                       for a, b in zip(values[:-1], values[1:])]
+            changes = [
+                float(np.log(b / a)) if a > 0 and b > 0 else float("nan")
+                for a, b in zip(values[:-1], values[1:])
+            ]
         else:
             changes = [b - a for a, b in zip(values[:-1], values[1:])]
         for k, v in per_kind_mean(changes, kinds[1:]).items():
@@ -62,8 +64,15 @@ class FourierCallback(AnalysisCallback):
         strict: bool = False,
     ) -> None:
         super().__init__(
-            every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data,
+            augment=augment,
+            seed=seed,
+            log_images=log_images,
+            strict=strict,
         )
         self.layers = list(layers) if layers is not None else None
         self.kinds = tuple(kinds)
@@ -79,8 +88,13 @@ class FourierCallback(AnalysisCallback):
         padded = np.full((len(names), width), np.nan)
         for i, c in enumerate(curves.values()):
             padded[i, : len(c)] = c.numpy()
-        summary = {"layers": names, "kinds": meta["kinds"], "depth": meta["depth"], "hf": hf,
-                   "curves": {n: c.tolist() for n, c in curves.items()}}
+        summary = {
+            "layers": names,
+            "kinds": meta["kinds"],
+            "depth": meta["depth"],
+            "hf": hf,
+            "curves": {n: c.tolist() for n, c in curves.items()},
+        }
         arrays = {"curves": padded, "hf": np.asarray(hf), "depth": np.asarray(meta["depth"])}
         return AnalysisResult(scalars=meta["scalars"], summary=summary, arrays=arrays)
 

@@ -29,6 +29,8 @@ class HessianCallback(AnalysisCallback):
         method, tol, max_iter: see `top_eigenvalues` (Lanczos with a residual stopping rule by default).
         mode: BatchNorm statistics, "eval" (running) or "train" (per batch, running stats untouched).
         dtype: "float32" or "float64".
+        cache_graph: reuse each batch's first-backward graph across products (one backward per
+            product instead of forward + two; memory of the graphs; off automatically for float64).
         trace_samples: HVPs for the trace estimate (0: skip); `trace_method` "hutch++" or "hutchinson".
         density: SLQ density with `density_runs` runs of `density_steps` Lanczos steps.
         spectrum: the per-mini-batch spectrum, `spectrum_k` eigenvalues of kind `spectrum_which` per batch.
@@ -50,6 +52,7 @@ class HessianCallback(AnalysisCallback):
         max_iter: int = 100,
         mode: str = "eval",
         dtype: str = "float32",
+        cache_graph: bool = True,
         trace_samples: int = 30,
         trace_method: str = "hutch++",
         density: bool = True,
@@ -97,6 +100,7 @@ class HessianCallback(AnalysisCallback):
             raise ValueError(f"HessianCallback: trace_samples={trace_samples}; use 0 (off) or >= 4")
         self.k, self.bottom, self.method, self.tol, self.max_iter = k, bottom, method, tol, max_iter
         self.mode, self.dtype = mode, dtype
+        self.cache_graph = cache_graph
         self.trace_samples, self.trace_method = trace_samples, trace_method
         self.density, self.density_runs, self.density_steps = density, density_runs, density_steps
         self.spectrum = paper_setting if spectrum is None else spectrum
@@ -136,7 +140,9 @@ class HessianCallback(AnalysisCallback):
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> AnalysisResult:
         wd = self._weight_decay(context.module)
-        kw = dict(dtype=DTYPES[self.dtype], mode=self.mode, weight_decay=wd, weight_decay_form="norm")
+        dtype = DTYPES[self.dtype]
+        cache = self.cache_graph and all(t.dtype == dtype for t in model.parameters())  # no cast: cacheable
+        kw = dict(dtype=dtype, mode=self.mode, weight_decay=wd, weight_decay_form="norm", cache_graph=cache)
         shard = batches[context.rank :: context.world_size]  # the operator all-reduces over ranks
         op = hs.HessianOperator(model, loss_fn, shard, **kw)
         top, low, residuals, converged = self._extremes(op)
@@ -149,6 +155,7 @@ class HessianCallback(AnalysisCallback):
             nodes, weights = hs.spectral_density(op, self.density_runs, self.density_steps, seed=self.seed)
             arrays.update(density_nodes=nodes.numpy(), density_weights=weights.numpy())
         scalars["num_hvps"] = float(op.num_hvps)
+        op.clear_cache()
         summary: dict[str, Any] = {
             "k": self.k,
             "method": self.method,

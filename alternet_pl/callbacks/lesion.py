@@ -40,8 +40,15 @@ class LesionCallback(AnalysisCallback):
         strict: bool = False,
     ) -> None:
         super().__init__(
-            every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data,
+            augment=augment,
+            seed=seed,
+            log_images=log_images,
+            strict=strict,
         )
         self.layers = list(layers) if layers is not None else None
 
@@ -53,8 +60,14 @@ class LesionCallback(AnalysisCallback):
         kinds = layer_kinds(model, names)
         scalars = {"clean_acc": res["clean_acc"]}
         scalars.update({f"drop_{k}": v for k, v in per_kind_mean(drops, kinds).items()})
-        summary = {"layers": names, "kinds": kinds, "depth": normalized_depths(len(names)),
-                   "clean_acc": res["clean_acc"], "acc": list(res["acc"].values()), "drop": drops}
+        summary = {
+            "layers": names,
+            "kinds": kinds,
+            "depth": normalized_depths(len(names)),
+            "clean_acc": res["clean_acc"],
+            "acc": list(res["acc"].values()),
+            "drop": drops,
+        }
         return AnalysisResult(scalars=scalars, summary=summary, arrays={"drop": np.asarray(drops)})
 
     def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:

@@ -56,8 +56,15 @@ class FreqNoiseCallback(AnalysisCallback):
         strict: bool = False,
     ) -> None:
         super().__init__(
-            every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data,
+            augment=augment,
+            seed=seed,
+            log_images=log_images,
+            strict=strict,
         )
         for f in freqs:
             check_freq(f)
@@ -69,10 +76,19 @@ class FreqNoiseCallback(AnalysisCallback):
         res = frequency_noise_scan(model, batches, self.freqs, self.eps, self.width, self.seed)
         scalars = {"clean_acc": res["clean_acc"]}
         scalars.update({f"delta_{f:g}pi": float(d) for f, d in zip(self.freqs, res["delta"])})
-        summary = {"freqs": self.freqs, "eps": self.eps, "width": self.width, "clean_acc": res["clean_acc"],
-                   "acc": res["acc"], "delta": res["delta"]}
-        return AnalysisResult(scalars=scalars, summary=summary,
-                              arrays={"freqs": res["freqs"], "acc": res["acc"], "delta": res["delta"]})
+        summary = {
+            "freqs": self.freqs,
+            "eps": self.eps,
+            "width": self.width,
+            "clean_acc": res["clean_acc"],
+            "acc": res["acc"],
+            "delta": res["delta"],
+        }
+        return AnalysisResult(
+            scalars=scalars,
+            summary=summary,
+            arrays={"freqs": res["freqs"], "acc": res["acc"], "delta": res["delta"]},
+        )
 
     def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
         s = result.summary
@@ -127,8 +143,15 @@ class CorruptionCallback(AnalysisCallback):
         strict: bool = False,
     ) -> None:
         super().__init__(
-            every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data,
+            augment=augment,
+            seed=seed,
+            log_images=log_images,
+            strict=strict,
         )
         if root is None:
             raise ValueError(
@@ -149,8 +172,15 @@ class CorruptionCallback(AnalysisCallback):
                 "corruption: unknown input normalisation; pass --corruption.mean and --corruption.std"
             )
         dm = CorruptionDataModule(
-            self.root, mean, std, self.corruptions, self.severities, self.eval_batch_size,
-            self.num_workers, self.max_images, self.image_size,
+            self.root,
+            mean,
+            std,
+            self.corruptions,
+            self.severities,
+            self.eval_batch_size,
+            self.num_workers,
+            self.max_images,
+            self.image_size,
         )
         dm.setup()
         return dm
@@ -169,14 +199,23 @@ class CorruptionCallback(AnalysisCallback):
             metrics.setdefault(c, {})[s] = m
         errors = corruption_errors(metrics)
         mean_ce = mean_corruption_error(errors)
-        scalars = {"mean_corruption_error": mean_ce, "clean_acc": clean["acc"],
-                   "mean_acc": float(np.mean([m["acc"] for m in flat.values()])),
-                   "mean_nll": float(np.mean([m["nll"] for m in flat.values()])),
-                   "mean_ece": float(np.mean([m["ece"] for m in flat.values()]))}
-        summary: dict[str, Any] = {"root": str(self.root), "corruptions": list(metrics),
-                                   "severities": list(self.severities), "max_images": self.max_images,
-                                   "clean": clean, "metrics": metrics, "errors": errors,
-                                   "mean_corruption_error": mean_ce}
+        scalars = {
+            "mean_corruption_error": mean_ce,
+            "clean_acc": clean["acc"],
+            "mean_acc": float(np.mean([m["acc"] for m in flat.values()])),
+            "mean_nll": float(np.mean([m["nll"] for m in flat.values()])),
+            "mean_ece": float(np.mean([m["ece"] for m in flat.values()])),
+        }
+        summary: dict[str, Any] = {
+            "root": str(self.root),
+            "corruptions": list(metrics),
+            "severities": list(self.severities),
+            "max_images": self.max_images,
+            "clean": clean,
+            "metrics": metrics,
+            "errors": errors,
+            "mean_corruption_error": mean_ce,
+        }
         if self.baseline:
             mce, ce = relative_ce(errors, load_baseline_errors(self.baseline))
             scalars["mce"] = mce

@@ -44,8 +44,15 @@ class VarianceCallback(AnalysisCallback):
         strict: bool = False,
     ) -> None:
         super().__init__(
-            every_n_epochs=every_n_epochs, at=at, num_batches=num_batches, batch_size=batch_size,
-            data=data, augment=augment, seed=seed, log_images=log_images, strict=strict,
+            every_n_epochs=every_n_epochs,
+            at=at,
+            num_batches=num_batches,
+            batch_size=batch_size,
+            data=data,
+            augment=augment,
+            seed=seed,
+            log_images=log_images,
+            strict=strict,
         )
         self.layers = list(layers) if layers is not None else None
         self.kinds = tuple(kinds)

@@ -28,8 +28,15 @@ def _by_kind(ax, depths: Sequence[float], values: Sequence[float], kinds: Sequen
     for kind in dict.fromkeys(kinds):
         idx = [i for i, k in enumerate(kinds) if k == kind]
         color, marker, label = KIND_STYLE.get(kind, ("0.3", "o", kind))
-        ax.scatter([depths[i] for i in idx], [values[i] for i in idx], c=color, marker=marker,
-                   label=label, zorder=2, s=28)
+        ax.scatter(
+            [depths[i] for i in idx],
+            [values[i] for i in idx],
+            c=color,
+            marker=marker,
+            label=label,
+            zorder=2,
+            s=28,
+        )
     ax.set_xlabel("Normalized depth")
     ax.set_xlim(-0.02, 1.02)
     ax.legend(frameon=False, fontsize=8)
@@ -53,8 +60,9 @@ def plot_fourier(
     return fig
 
 
-def plot_by_depth(values: Sequence[float], kinds: Sequence[str], depths: Sequence[float], ylabel: str,
-                  logy: bool = False):
+def plot_by_depth(
+    values: Sequence[float], kinds: Sequence[str], depths: Sequence[float], ylabel: str, logy: bool = False
+):
     """One value per layer against normalised depth, coloured by block kind (variance, lesion drop)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     _by_kind(ax, depths, values, kinds)
@@ -94,11 +102,16 @@ def load_freq_noise_runs(paths: Sequence[str | Path], labels: Sequence[str] | No
     return runs
 
 
-def plot_corruption(corruptions: Sequence[str], severities: Sequence[int],
-                    metrics: Mapping[str, Mapping], key: str = "acc"):
+def plot_corruption(
+    corruptions: Sequence[str], severities: Sequence[int], metrics: Mapping[str, Mapping], key: str = "acc"
+):
     """Heatmap of one metric (acc / nll / ece) per corruption (rows) and severity (columns)."""
-    table = np.array([[metrics[c][str(s)][key] if str(s) in metrics[c] else metrics[c][s][key]
-                       for s in severities] for c in corruptions])
+    table = np.array(
+        [
+            [metrics[c][str(s)][key] if str(s) in metrics[c] else metrics[c][s][key] for s in severities]
+            for c in corruptions
+        ]
+    )
     fig, ax = plt.subplots(figsize=(1.2 * len(severities) + 3, 0.35 * len(corruptions) + 1.5))
     im = ax.imshow(table, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(severities)), [str(s) for s in severities])
