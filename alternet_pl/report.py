@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from alternet_pl.analysis.results import _atomic_write, read_json, write_figure  # noqa: E402
-from alternet_pl.plots.features import KIND_STYLE, load_freq_noise_runs, plot_freq_noise  # noqa: E402
+from alternet_pl.plots.features import load_freq_noise_runs, plot_freq_noise, scatter_by_kind  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv, side_by_side  # noqa: E402
 
 #: the model trio each scale trains: (label, config files, extra flags)
@@ -106,18 +106,10 @@ def _by_depth_panels(runs: Sequence[Path], analysis: str, key: str, ylabel: str,
         return None
     fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.4), squeeze=False, sharey=not logy)
     for ax, (run, data) in zip(axes[0], found):
-        values, kinds, depths = data[key], data["kinds"], data["depth"]
-        ax.plot(depths, values, color="0.75", lw=1)
-        for kind in dict.fromkeys(kinds):
-            idx = [i for i, k in enumerate(kinds) if k == kind]
-            color, marker, label = KIND_STYLE.get(kind, ("0.3", "o", kind))
-            ax.scatter(
-                [depths[i] for i in idx], [values[i] for i in idx], c=color, marker=marker, label=label
-            )
-        ax.set(title=run_label(run), xlabel="Normalized depth")
+        scatter_by_kind(ax, data["depth"], data[key], data["kinds"])
+        ax.set_title(run_label(run))
         if logy:
             ax.set_yscale("log")
-        ax.legend(frameon=False, fontsize=7)
     axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
     return fig

@@ -12,18 +12,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-KIND_STYLE = {
-    "msa": ("tab:red", "o", "MSA"),
-    "conv": ("tab:blue", "s", "Conv"),
-    "mlp": ("tab:green", "^", "MLP"),
-    "stem": ("tab:gray", "D", "Stem"),
-    "norm": ("tab:purple", "v", "Norm"),
-    "pool": ("tab:brown", "x", "Pool"),
-    "head": ("black", "*", "Head"),
-}
+from alternet_pl.plots import KIND_STYLE
 
 
-def _by_kind(ax, depths: Sequence[float], values: Sequence[float], kinds: Sequence[str]) -> None:
+def scatter_by_kind(ax, depths: Sequence[float], values: Sequence[float], kinds: Sequence[str]) -> None:
     ax.plot(depths, values, color="0.75", lw=1, zorder=1)
     for kind in dict.fromkeys(kinds):
         idx = [i for i, k in enumerate(kinds) if k == kind]
@@ -54,7 +46,7 @@ def plot_fourier(
     ax1.set_xlabel("Frequency (x pi)")
     ax1.set_ylabel(r"$\Delta$ Log amplitude")
     ax1.set_xlim(0, 1)
-    _by_kind(ax2, depths, [c[-1] for c in curves], kinds)
+    scatter_by_kind(ax2, depths, [c[-1] for c in curves], kinds)
     ax2.set_ylabel(r"$\Delta$ Log amplitude at $\pi$")
     fig.tight_layout()
     return fig
@@ -65,7 +57,7 @@ def plot_by_depth(
 ):
     """One value per layer against normalised depth, coloured by block kind (variance, lesion drop)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    _by_kind(ax, depths, values, kinds)
+    scatter_by_kind(ax, depths, values, kinds)
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")

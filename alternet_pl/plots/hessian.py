@@ -13,8 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from alternet_pl.analysis.hessian import smoothed_density
-
-KIND_COLORS = {"conv": "tab:blue", "msa": "tab:red", "mlp": "tab:orange"}
+from alternet_pl.plots import KIND_STYLE, kind_color
 
 
 def density_figure(
@@ -62,7 +61,7 @@ def blockwise_figure(
 ) -> Figure:
     """Top (and min) eigenvalue of each block's own Hessian, coloured by block kind."""
     x = np.arange(len(names))
-    colors = [KIND_COLORS.get(k, "tab:gray") for k in kinds]
+    colors = [kind_color(k) for k in kinds]
     fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(names) + 1), 3.5))
     ax.bar(x, np.asarray(top, dtype=float), color=colors)
     if bottom is not None:
@@ -70,7 +69,9 @@ def blockwise_figure(
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x, names, rotation=90, fontsize=7)
     ax.set(ylabel="eigenvalue", title="block-wise Hessian eigenvalues")
-    handles = [Patch(color=c, label=k) for k, c in KIND_COLORS.items() if k in kinds]
+    handles = [
+        Patch(color=kind_color(k), label=KIND_STYLE[k][2]) for k in dict.fromkeys(kinds) if k in KIND_STYLE
+    ]
     if handles:
         ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
