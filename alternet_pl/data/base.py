@@ -1,0 +1,152 @@
+"""`ImageDataModule`: the knobs every data set shares, and fixed batches for the analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from alternet_pl.data.transforms import build_transform
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base for all data modules: subclasses set statistics and build `train_set` / `val_set`.
+
+    Subclasses implement `build_datasets(train_transform, eval_transform) -> (train, val)`, where
+    each dataset yields `(image, label)` after applying its transform to a PIL image.
+    """
+
+    num_classes: int = 0
+    image_size: int = 32
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    transform_style: str = "cifar"
+
+    def __init__(
+        self,
+        batch_size: int = 96,
+        num_workers: int = 0,
+        auto_augment: str | None = "rand-m9-n2-mstd1.0",
+        re_prob: float = 0.0,
+        hflip: float = 0.5,
+        drop_last: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.auto_augment = auto_augment or None
+        self.re_prob = re_prob
+        self.hflip = hflip
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    # ---- to implement -----------------------------------------------------------------------
+    def build_datasets(self, train_transform: Callable, eval_transform: Callable) -> tuple[Dataset, Dataset]:
+        raise NotImplementedError
+
+    # ---- transforms -------------------------------------------------------------------------
+    def transform(self, train: bool) -> Callable:
+        return build_transform(
+            self.image_size, self.mean, self.std, train=train, style=self.transform_style,
+            auto_augment=self.auto_augment, re_prob=self.re_prob, hflip=self.hflip,
+        )
+
+    # ---- Lightning --------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set = self.build_datasets(self.transform(True), self.transform(False))
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            drop_last=drop_last, pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # ---- analyses ---------------------------------------------------------------------------
+    def analysis_batches(
+        self,
+        split: str = "val",
+        num_batches: int = 4,
+        batch_size: int | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        mixup_fn: Callable | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A fixed, seeded list of `num_batches` batches (the same on every rank and every call).
+
+        split: "val" or "train". Eval transform unless `augment` (the training transform, and
+        `mixup_fn` on each batch: the paper's setting for Hessian and landscape analyses).
+        The last batch is smaller when the split has fewer images than asked for.
+        """
+        if split not in ("val", "train"):
+            raise ValueError(f"analysis split {split!r}: choose 'val' or 'train'")
+        self.setup()
+        base = self.train_set if split == "train" else self.val_set
+        dataset = with_transform(base, self.transform(train=augment))
+        batch_size = batch_size or self.batch_size
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(dataset), generator=gen)[: num_batches * batch_size].tolist()
+        if not order:
+            raise ValueError(f"the {split} split is empty: no analysis batches")
+        rng_state = (torch.get_rng_state(), np.random.get_state())
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        import random
+
+        py_state = random.getstate()
+        random.seed(seed)
+        try:
+            batches = []
+            for start in range(0, len(order), batch_size):
+                items = [dataset[i] for i in order[start : start + batch_size]]
+                images = torch.stack([x for x, _ in items])
+                labels = torch.as_tensor([int(y) for _, y in items])
+                if mixup_fn is not None and len(labels) % 2 == 0:
+                    images, labels = mixup_fn(images, labels)
+                batches.append((images, labels))
+        finally:
+            torch.set_rng_state(rng_state[0])
+            np.random.set_state(rng_state[1])
+            random.setstate(py_state)
+        return batches
+
+
+class _Retransformed(Dataset):
+    """A view of a dataset with another transform (the dataset must expose `transform`)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset.raw(index)
+        return self.transform(image), label
+
+
+def with_transform(dataset: Dataset, transform: Callable) -> Dataset:
+    """The same images under another transform; datasets offer `raw(i) -> (PIL image, label)`."""
+    if not hasattr(dataset, "raw"):
+        raise TypeError(f"{type(dataset).__name__} has no raw(i) accessor; cannot re-transform it")
+    return _Retransformed(dataset, transform)
