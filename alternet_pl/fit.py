@@ -146,7 +146,8 @@ def main(args: list[str] | None = None) -> AlternetCLI:
             save_config_callback=None,
             run=False,
             args=args,
-            trainer_defaults={"log_every_n_steps": 10},
+            # progress bars only on a terminal (logs and CI stay readable)
+            trainer_defaults={"log_every_n_steps": 10, "enable_progress_bar": sys.stderr.isatty()},
             parser_kwargs={"default_env": False},
             seed_everything_default=0,
         )
