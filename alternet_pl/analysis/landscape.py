@@ -267,13 +267,19 @@ def evaluate_grid(
         all_params = list(model.parameters())
         quiet = not progress or not sys.stderr.isatty() or rank != 0
         sums, counts = [], []
+        base_key, base = None, origin  # theta + the moves along all but the last axis, per grid row
         for idx in tqdm(mine, desc="landscape", disable=quiet, leave=False):
             cell = np.unravel_index(idx, shape)
             if targets:
-                torch._foreach_copy_(targets, origin)
-                for k, i in enumerate(cell):
-                    if axes[k][i] != 0.0:
-                        torch._foreach_add_(targets, steps[k], alpha=float(axes[k][i]))
+                if cell[:-1] != base_key:  # a new row: rebuild its base once, from the saved weights
+                    base_key, base = cell[:-1], origin
+                    for k, i in enumerate(base_key):
+                        if axes[k][i] != 0.0:
+                            base = torch._foreach_add(base, steps[k], alpha=float(axes[k][i]))
+                torch._foreach_copy_(targets, base)  # each cell = row base + b * d_last: no drift
+                last = float(axes[-1][cell[-1]])
+                if last != 0.0:
+                    torch._foreach_add_(targets, steps[-1], alpha=last)
             cell_sums, count = _eval_cell(model, loss_fn, batches, device)
             if weight_decay:
                 norms = torch._foreach_norm(all_params)
