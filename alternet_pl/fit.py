@@ -85,9 +85,12 @@ class AlternetCLI(LightningCLI):
             user_loggers = [user_loggers]
         elif not isinstance(user_loggers, list):
             user_loggers = []
-        for logger in user_loggers:  # group W&B runs per experiment so dashboards compare models
-            if hasattr(logger, "_wandb_init") and not logger._wandb_init.get("group"):
-                logger._wandb_init["group"] = self.experiment
+        for logger in user_loggers:
+            if hasattr(logger, "_wandb_init"):  # W&B: grouped per experiment, files in the run directory
+                logger._wandb_init.setdefault("group", self.experiment)
+                logger._wandb_init["group"] = logger._wandb_init["group"] or self.experiment
+                if logger._wandb_init.get("dir") in (None, ".", "./"):
+                    logger._wandb_init["dir"] = logger._save_dir = str(run_dir)
         config["logger"] = [CSVLogger(save_dir=str(run_dir), name="", version="")] + user_loggers
         analyses = self._get(self.config_init, "analyses") or []
         existing = config.get("callbacks") or []
