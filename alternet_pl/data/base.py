@@ -55,8 +55,14 @@ class ImageDataModule(pl.LightningDataModule):
     # ---- transforms -------------------------------------------------------------------------
     def transform(self, train: bool) -> Callable:
         return build_transform(
-            self.image_size, self.mean, self.std, train=train, style=self.transform_style,
-            auto_augment=self.auto_augment, re_prob=self.re_prob, hflip=self.hflip,
+            self.image_size,
+            self.mean,
+            self.std,
+            train=train,
+            style=self.transform_style,
+            auto_augment=self.auto_augment,
+            re_prob=self.re_prob,
+            hflip=self.hflip,
         )
 
     # ---- Lightning --------------------------------------------------------------------------
@@ -66,8 +72,12 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            drop_last=drop_last, pin_memory=self.pin_memory and torch.cuda.is_available(),
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            drop_last=drop_last,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -17,10 +17,24 @@ _HOW_TO_GET = (
 
 # name -> (folder, train files, test files, label key, number of classes, archive url)
 _LAYOUTS = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                b"labels", 10, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "CIFAR10"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100,
-                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "CIFAR100"),
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        b"labels",
+        10,
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "CIFAR10",
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        ["train"],
+        ["test"],
+        b"fine_labels",
+        100,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "CIFAR100",
+    ),
 }
 
 
@@ -69,9 +83,17 @@ class CIFAR10DataModule(ImageDataModule):
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
-    def __init__(self, root: str = "data", batch_size: int = 96, num_workers: int = 4,
-                 auto_augment: str | None = "rand-m9-n2-mstd1.0", re_prob: float = 0.0, hflip: float = 0.5,
-                 drop_last: bool = False, pin_memory: bool = True) -> None:
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 96,
+        num_workers: int = 4,
+        auto_augment: str | None = "rand-m9-n2-mstd1.0",
+        re_prob: float = 0.0,
+        hflip: float = 0.5,
+        drop_last: bool = False,
+        pin_memory: bool = True,
+    ) -> None:
         super().__init__(batch_size, num_workers, auto_augment, re_prob, hflip, drop_last, pin_memory)
         self.root = root
 

@@ -28,8 +28,20 @@ __all__ = [
 
 #: the 15 benchmark corruptions (mCE is defined over these).
 CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
     "jpeg_compression",
 )
 #: the 4 held-out corruptions shipped with CIFAR-C / ImageNet-C.
@@ -38,7 +50,7 @@ SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def detect_layout(root: str | Path) -> str:
-    """"npy" when ``labels.npy`` is present (CIFAR-C), "folder" when sub-folders are (ImageNet-C)."""
+    """ "npy" when ``labels.npy`` is present (CIFAR-C), "folder" when sub-folders are (ImageNet-C)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -118,12 +130,14 @@ def _folder_dataset(root: Path, corruption: str, severity: int, mean, std, image
             f"missing {folder}: ImageNet-C needs <corruption>/<severity>/<class>/<image>; "
             f"download it, or drop {corruption!r} from `corruptions`"
         )
-    tf = transforms.Compose([
-        transforms.Resize(int(round(image_size / 0.875))),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.Resize(int(round(image_size / 0.875))),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     return datasets.ImageFolder(str(folder), transform=tf)
 
 
@@ -204,8 +218,12 @@ class CorruptionDataModule(pl.LightningDataModule):
     def loader(self, corruption: str, severity: int) -> DataLoader:
         if not self.datasets:
             self.setup()
-        return DataLoader(self.datasets[(corruption, severity)], batch_size=self.batch_size,
-                          shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            self.datasets[(corruption, severity)],
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+        )
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.loader(c, s) for c, s in self.keys]

@@ -41,9 +41,18 @@ class ImageFolderDataModule(ImageDataModule):
     std = (0.229, 0.224, 0.225)
     transform_style = "imagenet"
 
-    def __init__(self, root: str = "data/imagenet", image_size: int = 224, batch_size: int = 128,
-                 num_workers: int = 8, auto_augment: str | None = "rand-m9-n2-mstd0.5", re_prob: float = 0.25,
-                 hflip: float = 0.5, drop_last: bool = True, pin_memory: bool = True) -> None:
+    def __init__(
+        self,
+        root: str = "data/imagenet",
+        image_size: int = 224,
+        batch_size: int = 128,
+        num_workers: int = 8,
+        auto_augment: str | None = "rand-m9-n2-mstd0.5",
+        re_prob: float = 0.25,
+        hflip: float = 0.5,
+        drop_last: bool = True,
+        pin_memory: bool = True,
+    ) -> None:
         super().__init__(batch_size, num_workers, auto_augment, re_prob, hflip, drop_last, pin_memory)
         self.root = Path(root)
         self.image_size = image_size

@@ -36,8 +36,13 @@ def _class_cues(num_classes: int, size: int, gen: torch.Generator) -> tuple[torc
 
 
 def make_synthetic(
-    num_samples: int, num_classes: int = 10, size: int = 32, seed: int = 0, class_seed: int = 1234,
-    noise: float = 0.08, drop_cue: float = 0.25,
+    num_samples: int,
+    num_classes: int = 10,
+    size: int = 32,
+    seed: int = 0,
+    class_seed: int = 1234,
+    noise: float = 0.08,
+    drop_cue: float = 0.25,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return uint8 images (N, size, size, 3) and int64 labels (N,), identical for identical seeds.
 
@@ -60,8 +65,10 @@ def make_synthetic(
     rows = (idx[None, :] - shifts[:, :1]) % size  # torch.roll by the shift, vectorised
     cols = (idx[None, :] - shifts[:, 1:]) % size
     shape = shapes[labels][
-        torch.arange(num_samples)[:, None, None, None], torch.arange(3)[None, :, None, None],
-        rows[:, None, :, None], cols[:, None, None, :],
+        torch.arange(num_samples)[:, None, None, None],
+        torch.arange(3)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
     ]
     ky, kx = freqs[labels, 0], freqs[labels, 1]
     arg = 2 * np.pi * (ky[:, None, None] * yy + kx[:, None, None] * xx) + phases[:, None, None]
@@ -69,7 +76,9 @@ def make_synthetic(
     w_shape, w_texture = contrast[:, 0].clone(), contrast[:, 1].clone()
     w_shape[dropped & (which == 0)] = 0.0
     w_texture[dropped & (which == 1)] = 0.0
-    images = 0.5 + 0.3 * w_shape[:, None, None, None] * shape + 0.15 * w_texture[:, None, None, None] * texture
+    images = (
+        0.5 + 0.3 * w_shape[:, None, None, None] * shape + 0.15 * w_texture[:, None, None, None] * texture
+    )
     images = (images + pixel_noise).clamp(0, 1)
     array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     return array, labels.numpy().astype(np.int64)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from torchvision import transforms as T
-
 from timm.data import create_transform
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
+from torchvision import transforms as T
 
 
 def build_transform(
@@ -30,8 +29,13 @@ def build_transform(
         raise ValueError(f"transform style {style!r} is not 'cifar' or 'imagenet'")
     if style == "imagenet":
         return create_transform(
-            input_size=image_size, is_training=train, auto_augment=auto_augment if train else None,
-            re_prob=re_prob if train else 0.0, mean=mean, std=std, hflip=hflip,
+            input_size=image_size,
+            is_training=train,
+            auto_augment=auto_augment if train else None,
+            re_prob=re_prob if train else 0.0,
+            mean=mean,
+            std=std,
+            hflip=hflip,
         )
     steps: list = []
     if train:
@@ -41,8 +45,11 @@ def build_transform(
             steps.append(T.RandomHorizontalFlip(hflip))
         if auto_augment:
             fill = tuple(round(255 * m) for m in mean)
-            steps.append(rand_augment_transform(auto_augment, {"translate_const": int(image_size * 0.45),
-                                                               "img_mean": fill}))
+            steps.append(
+                rand_augment_transform(
+                    auto_augment, {"translate_const": int(image_size * 0.45), "img_mean": fill}
+                )
+            )
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if train and re_prob > 0:
         steps.append(RandomErasing(re_prob, mode="pixel", device="cpu"))
