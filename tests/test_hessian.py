@@ -666,3 +666,21 @@ def test_cached_graph_gives_the_same_products_and_follows_weight_changes():
     torch.testing.assert_close(cached @ v, plain @ v, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="cache_graph=True needs the model in torch.float64"):
         HessianOperator(model.float(), cross_entropy_loss, batches, dtype=torch.float64, cache_graph=True)
+
+
+def test_blockwise_covers_every_transformer_step_and_alternet_block():
+    """Block-wise mode finds the attention and MLP steps of timm blocks (whose drop-path branch
+    holds no parameters) and every AlterNet block; together they hold all block parameters."""
+    import timm
+
+    import alternet_pl.models  # noqa: F401
+    from alternet_pl.callbacks.hessian import _blocks
+
+    vit = timm.create_model("vit_cifar_micro", num_classes=10)
+    blocks = _blocks(vit)
+    assert [t.kind for _, t in blocks] == ["msa", "mlp"] * len(vit.blocks)
+    covered = {id(p) for _, t in blocks for m in t.block_modules() for p in m.parameters()}
+    assert covered == {id(p) for p in vit.blocks.parameters()}
+    alt = timm.create_model("alternet_cifar_micro", num_classes=10)
+    names = [n for n, _ in _blocks(alt)]
+    assert names == [f"stages.{i}.{j}" for i, s in enumerate(alt.stages) for j in range(len(s))]

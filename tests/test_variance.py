@@ -56,3 +56,8 @@ def test_depth_summary_by_kind():
     assert s["scalars"] == expected
     d = depth_summary(TinyCNN(), ["stem", "b1", "b2"], [0.0, -1.0, 0.5], "hf")
     assert d["scalars"]["hf_change_conv"] == pytest.approx((-1.0 + 1.5) / 2)
+    # b1 halves the resolution: its change is left out, only b2's (same size as b1) counts
+    r = depth_summary(TinyCNN(), ["stem", "b1", "b2"], [0.0, -1.0, 0.5], "hf", sizes=[8, 4, 4])
+    assert r["scalars"]["hf_change_conv"] == pytest.approx(1.5)
+    q = depth_summary(TinyCNN(), ["stem", "b1", "b2"], [0.0, -1.0, 0.5], "hf", sizes=[8, 4, 2])
+    assert math.isnan(q["scalars"]["hf_change_conv"])

@@ -152,6 +152,15 @@ def collect_features(
     return OrderedDict((n, store[n]) for n in taps)
 
 
+def feature_sizes(model: nn.Module, images: torch.Tensor, taps: Mapping[str, Tap]) -> dict[str, int]:
+    """Spatial side of each tapped feature map, from one eval-mode forward of a single image."""
+    side = lambda n, z: int(as_feature_map(z, n).shape[-1])  # noqa: E731
+    with eval_mode(model), torch.no_grad(), capture(taps, side, is_channels_last(model)) as store:
+        model(images[:1])
+    check_reached(store, taps)
+    return {n: store[n] for n in taps}
+
+
 def as_feature_map(z: torch.Tensor, name: str = "feature") -> torch.Tensor:
     """(B, C, H, W) as is; tokens (B, N, D) -> (B, D, sqrt N, sqrt N), dropping a CLS token.
 
@@ -210,9 +219,9 @@ def layer_kinds(model: nn.Module, names: Iterable[str]) -> list[str]:
 
 
 def per_kind_mean(values: Sequence[float], kinds: Sequence[str]) -> dict[str, float]:
-    """{kind: mean of the values of that kind}, kinds in order of first appearance."""
+    """{kind: mean of the non-NaN values of that kind (NaN if none)}, kinds in order of first appearance."""
     out = {}
     for kind in dict.fromkeys(kinds):
-        vals = [v for v, k in zip(values, kinds) if k == kind]
-        out[kind] = float(sum(vals) / len(vals))
+        vals = [v for v, k in zip(values, kinds) if k == kind and v == v]
+        out[kind] = float(sum(vals) / len(vals)) if vals else float("nan")
     return out

@@ -54,10 +54,13 @@ def log_amplitude_map(z: torch.Tensor, name: str = "feature", reduce: str = "mea
 
 
 def delta_from_map(amp: torch.Tensor) -> torch.Tensor:
-    """Diagonal from the centre towards the corner, relative to frequency 0: H // 2 values."""
+    """Diagonal from the centre (frequency 0, index H // 2 after the shift) to the corner, relative to
+    frequency 0: H - H // 2 values (H / 2 for even H; odd H keeps its highest frequency, as the
+    official ``diag()[int(h / 2):]``)."""
     h = amp.shape[-1]
     c = h // 2
-    diag = amp[c + torch.arange(c), c + torch.arange(c)]
+    idx = c + torch.arange(h - c)
+    diag = amp[idx, idx]
     return diag - diag[0]
 
 
@@ -67,7 +70,7 @@ def frequency_axis(n: int) -> np.ndarray:
 
 
 def delta_log_amplitude(features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """{name: delta log amplitude curve (H // 2 values, frequencies 0 .. pi)} for each feature."""
+    """{name: delta log amplitude curve (H - H // 2 values, frequencies 0 .. pi)} for each feature."""
     return OrderedDict((n, delta_from_map(log_amplitude_map(z, n))) for n, z in features.items())
 
 

@@ -8,6 +8,7 @@ The same object serves `python -m alternet_pl.analyze` through `run(...)` with n
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,8 +68,9 @@ class AnalysisCallback(pl.Callback):
         augment: use the training transform (and mixup when the module has it): the paper's setting.
         seed: seeds the analysis data order and any randomness of the analysis itself.
         log_images: log figures to the Trainer's loggers (files are always written).
-        strict: re-raise an analysis error during training; by default it is logged (with its
-            traceback) and training goes on, since the model is restored either way.
+        strict: re-raise an analysis error during training; by default (one process) it is logged
+            with its traceback and training goes on, since the model is restored either way. Under
+            DDP an error is always re-raised: other ranks could be waiting in a collective.
     """
 
     name: ClassVar[str] = ""
@@ -225,9 +227,9 @@ class AnalysisCallback(pl.Callback):
                 loggers=trainer.loggers,
                 step=trainer.global_step,
             )
-        except Exception:  # an analysis must never cost the training run (restore_state already ran)
-            if self.strict:
-                raise
+        except Exception:  # an analysis must not cost the training run (restore_state already ran)
+            if self.strict or trainer.world_size > 1:
+                raise  # under DDP the other ranks may wait in a collective: a clean crash beats a hang
             log.exception(
                 "analysis %r failed at epoch %d; training continues (strict=False)", self.name, epoch
             )
@@ -239,17 +241,16 @@ class AnalysisCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1  # epochs completed
-        warmup = int(getattr(pl_module, "warmup_epochs", 0) or 0)
-        if (
-            "warmup_end" in self.at
-            and warmup > 0
-            and epoch == warmup
-            or self.every_n_epochs
-            and epoch % self.every_n_epochs == 0
-        ):
+        warmup = float(getattr(pl_module, "warmup_epochs", 0) or 0)
+        at_warmup_end = "warmup_end" in self.at and warmup > 0 and epoch == math.ceil(warmup)
+        periodic = bool(self.every_n_epochs) and epoch % self.every_n_epochs == 0
+        if at_warmup_end or periodic:
             self._maybe_run(trainer, pl_module, "epoch", epoch)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # "fit_end" runs here, not in on_fit_end: Lightning calls on_fit_end after the strategy's
+        # teardown, which has moved the model to the CPU (and left DDP), so a GPU run would analyse
+        # on the CPU and collectives would fail.
         if "fit_end" in self.at:
             self._maybe_run(trainer, pl_module, "epoch", trainer.current_epoch)
 

@@ -2,7 +2,9 @@
 
 Scalars: ``hf_<kind>`` (mean highest-frequency value over the layers of that kind) and
 ``hf_change_<kind>`` (mean change of that value across a layer of that kind, i.e. layer minus the
-layer before it): the paper's claim is hf_change_msa < 0 (low-pass) and hf_change_conv > 0.
+layer before it, counted only where both maps have the same size: across a downsampling the two
+curves sit on different frequency grids): the paper's claim is hf_change_msa < 0 (low-pass) and
+hf_change_conv > 0.
 """
 
 from __future__ import annotations
@@ -13,17 +15,29 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from alternet_pl.analysis.features import layer_kinds, normalized_depths, per_kind_mean
+from alternet_pl.analysis.features import (
+    feature_sizes,
+    layer_kinds,
+    normalized_depths,
+    per_kind_mean,
+    select_taps,
+)
 from alternet_pl.analysis.fourier import DEFAULT_KINDS, model_delta_log_amplitude
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
 from alternet_pl.plots import features as plots
 
 
 def depth_summary(
-    model: nn.Module, names: Sequence[str], values: Sequence[float], prefix: str, log_ratio: bool = False
+    model: nn.Module,
+    names: Sequence[str],
+    values: Sequence[float],
+    prefix: str,
+    log_ratio: bool = False,
+    sizes: Sequence[int] | None = None,
 ) -> dict:
     """Per-layer kinds and depths plus per-kind means of the values and of their layer-to-layer change
-    (value minus the previous layer's, or with ``log_ratio`` log(value / previous))."""
+    (value minus the previous layer's, or with ``log_ratio`` log(value / previous)). With ``sizes``
+    (each layer's map side), a change across a size change (a downsampling layer) is left out."""
     kinds = layer_kinds(model, names)
     scalars = {f"{prefix}_{k}": v for k, v in per_kind_mean(values, kinds).items()}
     if len(values) > 1:
@@ -34,6 +48,8 @@ def depth_summary(
             ]
         else:
             changes = [b - a for a, b in zip(values[:-1], values[1:])]
+        if sizes is not None:
+            changes = [c if sizes[i] == sizes[i + 1] else float("nan") for i, c in enumerate(changes)]
         for k, v in per_kind_mean(changes, kinds[1:]).items():
             scalars[f"{prefix}_change_{k}"] = v
     return {"kinds": kinds, "depth": normalized_depths(len(names)), "scalars": scalars}
@@ -83,7 +99,8 @@ class FourierCallback(AnalysisCallback):
         curves = model_delta_log_amplitude(model, batches, self.layers, None if self.layers else self.kinds)
         names = list(curves)
         hf = [float(c[-1]) for c in curves.values()]
-        meta = depth_summary(model, names, hf, "hf")
+        sizes = feature_sizes(model, batches[0][0], select_taps(model, names))
+        meta = depth_summary(model, names, hf, "hf", sizes=[sizes[n] for n in names])
         width = max(len(c) for c in curves.values())
         padded = np.full((len(names), width), np.nan)
         for i, c in enumerate(curves.values()):

@@ -72,6 +72,7 @@ class HessianCallback(AnalysisCallback):
         augment: bool | None = None,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs,
@@ -82,6 +83,7 @@ class HessianCallback(AnalysisCallback):
             augment=paper_setting if augment is None else augment,
             seed=seed,
             log_images=log_images,
+            strict=strict,
         )
         if k < 1:
             raise ValueError(f"HessianCallback: k={k}; ask for at least one eigenvalue")
@@ -186,7 +188,7 @@ class HessianCallback(AnalysisCallback):
         if self.blockwise:
             names, kinds, tops, lows = [], [], [], []
             for name, tap in _blocks(model):
-                block_op = hs.HessianOperator(model, loss_fn, shard, params=tap.branch, **kw)
+                block_op = hs.HessianOperator(model, loss_fn, shard, params=list(tap.block_modules()), **kw)
                 t, lo, _, _ = self._extremes(block_op)
                 names.append(name)
                 kinds.append(tap.kind)
@@ -220,7 +222,7 @@ class HessianCallback(AnalysisCallback):
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, Any]]:
-    """Residual blocks with a branch that has trainable parameters, from `model.analysis_layers()`."""
+    """(name, tap) of each block with trainable parameters (`Tap.block_modules`), from analysis_layers()."""
     if not hasattr(model, "analysis_layers"):
         raise TypeError(
             f"HessianCallback(blockwise=True) needs model.analysis_layers(); {type(model).__name__} "
@@ -228,9 +230,17 @@ def _blocks(model: nn.Module) -> list[tuple[str, Any]]:
         )
     seen, out = set(), []
     for name, tap in model.analysis_layers().items():
-        branch = tap.branch
-        if branch is None or id(branch) in seen or not any(p.requires_grad for p in branch.parameters()):
+        if tap.kind not in ("conv", "msa", "mlp"):
             continue
-        seen.add(id(branch))
+        modules = tap.block_modules()
+        key = tuple(id(m) for m in modules)
+        if not modules or key in seen or not any(p.requires_grad for m in modules for p in m.parameters()):
+            continue
+        seen.add(key)
         out.append((name, tap))
+    if not out:
+        raise ValueError(
+            f"HessianCallback(blockwise=True): {type(model).__name__}.analysis_layers() has no conv/msa/mlp "
+            "block with trainable parameters; use blockwise=False"
+        )
     return out

@@ -73,6 +73,7 @@ class LandscapeCallback(AnalysisCallback):
         augment: bool | None = None,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs,
@@ -83,6 +84,7 @@ class LandscapeCallback(AnalysisCallback):
             augment=paper_setting if augment is None else augment,
             seed=seed,
             log_images=log_images,
+            strict=strict,
         )
         if dims not in (1, 2):
             raise ValueError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
@@ -195,6 +197,7 @@ class TrajectoryCallback(AnalysisCallback):
         augment: bool = False,
         seed: int = 0,
         log_images: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(
             every_n_epochs=every_n_epochs,
@@ -205,6 +208,7 @@ class TrajectoryCallback(AnalysisCallback):
             augment=augment,
             seed=seed,
             log_images=log_images,
+            strict=strict,
         )
         if store not in ("memory", "disk"):
             raise ValueError(f"TrajectoryCallback: store={store!r}; choose 'memory' or 'disk'")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from alternet_pl.analysis.features import feature_sizes, select_taps
 from alternet_pl.analysis.variance import DEFAULT_KINDS, model_feature_map_variance
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
 from alternet_pl.callbacks.fourier import depth_summary
@@ -62,7 +63,8 @@ class VarianceCallback(AnalysisCallback):
     ) -> AnalysisResult:
         var = model_feature_map_variance(model, batches, self.layers, None if self.layers else self.kinds)
         names, values = list(var), list(var.values())
-        meta = depth_summary(model, names, values, "var", log_ratio=True)
+        sizes = feature_sizes(model, batches[0][0], select_taps(model, names))
+        meta = depth_summary(model, names, values, "var", log_ratio=True, sizes=[sizes[n] for n in names])
         summary = {"layers": names, "kinds": meta["kinds"], "depth": meta["depth"], "variance": values}
         arrays = {"variance": np.asarray(values), "depth": np.asarray(meta["depth"])}
         return AnalysisResult(scalars=meta["scalars"], summary=summary, arrays=arrays)

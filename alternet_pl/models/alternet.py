@@ -284,7 +284,7 @@ class AlterNet(nn.Module):
         for i, stage in enumerate(self.stages):
             for j, blk in enumerate(stage):
                 kind = "msa" if isinstance(blk, MSABlock) else "conv"
-                taps[f"stages.{i}.{j}"] = Tap(blk, kind, branch=blk.residual)
+                taps[f"stages.{i}.{j}"] = Tap(blk, kind, branch=blk.residual, params=(blk,))
         if self.block_style == "preact":
             taps["norm"] = Tap(self.act, "norm")
         taps["pool"] = Tap(self.global_pool, "pool")

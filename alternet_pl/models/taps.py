@@ -20,12 +20,22 @@ class Tap:
         residual step is the input of its ``norm2``.
     branch: the residual-branch module whose output a lesion replaces by zeros (the block then
         acts as its shortcut); None when the layer has no residual branch.
+    params: the modules whose parameters make up this layer's block (the block-wise Hessian);
+        None: those of ``branch``. Needed where the branch module itself holds no parameters
+        (timm's ``drop_path1`` / ``drop_path2``).
     """
 
     module: nn.Module
     kind: str
     point: str = "output"
     branch: nn.Module | None = None
+    params: tuple[nn.Module, ...] | None = None
+
+    def block_modules(self) -> tuple[nn.Module, ...]:
+        """The modules holding this block's parameters (empty when it has none)."""
+        if self.params is not None:
+            return self.params
+        return () if self.branch is None else (self.branch,)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -33,8 +33,10 @@ VIT_GLOBAL_POOLS = ("token", "avg")
 def _block_taps(taps: OrderedDict[str, Tap], prefix: str, blocks: Iterable[nn.Module]) -> None:
     """Add the attention-step and MLP-step taps of each timm transformer block."""
     for i, blk in enumerate(blocks):
-        taps[f"{prefix}{i}.attn"] = Tap(blk.norm2, "msa", point="input", branch=blk.drop_path1)
-        taps[f"{prefix}{i}.mlp"] = Tap(blk, "mlp", branch=blk.drop_path2)
+        attn = tuple(m for m in (blk.norm1, blk.attn, getattr(blk, "ls1", None)) if m is not None)
+        mlp = tuple(m for m in (blk.norm2, blk.mlp, getattr(blk, "ls2", None)) if m is not None)
+        taps[f"{prefix}{i}.attn"] = Tap(blk.norm2, "msa", point="input", branch=blk.drop_path1, params=attn)
+        taps[f"{prefix}{i}.mlp"] = Tap(blk, "mlp", branch=blk.drop_path2, params=mlp)
 
 
 class CifarViT(VisionTransformer):
