@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -115,8 +117,14 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
     assert res.scalars["mean_corruption_error"] == pytest.approx(np.mean(errs["fog"] + errs["snow"]))
     base = tmp_path / "run" / "analysis" / "corruption" / "epoch=000.json"
     assert base.is_file()
-    again = CorruptionCallback(baseline=str(base), **kw).run(module, dm, tmp_path / "r2", 0)
-    if all(sum(e) > 0 for e in errs.values()):
-        assert again.scalars["mce"] == pytest.approx(1.0)
+    # mCE through the callback against a hand-written baseline file with known errors
+    hand = tmp_path / "baseline.json"
+    hand.write_text(json.dumps({"errors": {"fog": [0.5, 0.5], "snow": [0.25, 0.25]}, "severities": [1, 3]}))
+    again = CorruptionCallback(baseline=str(hand), **kw).run(module, dm, tmp_path / "r2", 0)
+    expected = (sum(errs["fog"]) / 1.0 + sum(errs["snow"]) / 0.5) / 2
+    assert again.scalars["mce"] == pytest.approx(expected)
+    hand.write_text(json.dumps({"errors": {"fog": [0.5, 0.5], "snow": [0.25, 0.25]}, "severities": [2, 4]}))
+    with pytest.raises(ValueError, match="severities"):
+        CorruptionCallback(baseline=str(hand), **kw).run(module, dm, tmp_path / "r3", 0)
     with pytest.raises(ValueError, match="--corruption.root"):
         CorruptionCallback()

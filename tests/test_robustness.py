@@ -89,8 +89,10 @@ def test_mce_by_hand(tmp_path):
     mce, ce = robustness.relative_ce(errors, base)
     assert ce == {"fog": pytest.approx(0.4 / 0.6), "snow": pytest.approx(0.7 / 0.7)}
     assert mce == pytest.approx((0.4 / 0.6 + 1.0) / 2)
-    with pytest.raises(ValueError, match="no corruption in common"):
-        robustness.relative_ce({"zoom_blur": [0.1, 0.2]}, base)
+    with pytest.raises(ValueError, match=r"\['zoom_blur'\] are not in the baseline"):
+        robustness.relative_ce({"zoom_blur": [0.1, 0.2], "fog": [0.1, 0.2]}, base)
+    with pytest.raises(ValueError, match=r"severities \[1, 2\] here vs \[3, 4\]"):
+        robustness.relative_ce(errors, base, severities=[1, 2], baseline_severities=[3, 4])
     with pytest.raises(ValueError, match="severities"):
         robustness.relative_ce({"fog": [0.1]}, base)
     with pytest.raises(FileNotFoundError, match="baseline"):

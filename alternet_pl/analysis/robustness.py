@@ -158,17 +158,30 @@ def mean_corruption_error(errors: Mapping[str, Sequence[float]]) -> float:
 
 
 def relative_ce(
-    errors: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]]
+    errors: Mapping[str, Sequence[float]],
+    baseline: Mapping[str, Sequence[float]],
+    severities: Sequence[int] | None = None,
+    baseline_severities: Sequence[int] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """(mCE, {corruption: CE_c}) with CE_c = sum_s err / sum_s err_baseline over shared corruptions."""
-    shared = [c for c in errors if c in baseline]
-    if not shared:
+    """(mCE, {corruption: CE_c}) with CE_c = sum_s err / sum_s err_baseline (Hendrycks & Dietterich).
+
+    Every corruption evaluated here must be in the baseline, at the same severities (checked when
+    both runs recorded them); baseline corruptions not evaluated here are ignored.
+    """
+    missing = sorted(c for c in errors if c not in baseline)
+    if missing:
         raise ValueError(
-            f"no corruption in common with the baseline (ours: {sorted(errors)}, baseline: "
-            f"{sorted(baseline)}); evaluate both runs on the same corruptions"
+            f"corruption(s) {missing} are not in the baseline (baseline has {sorted(baseline)}); "
+            "evaluate both runs on the same corruptions"
         )
+    if severities is not None and baseline_severities is not None:
+        if sorted(severities) != sorted(baseline_severities):
+            raise ValueError(
+                f"severities {sorted(severities)} here vs {sorted(baseline_severities)} in the baseline; "
+                "evaluate both runs on the same severities"
+            )
     ce = {}
-    for c in shared:
+    for c in errors:
         if len(errors[c]) != len(baseline[c]):
             raise ValueError(
                 f"corruption {c!r}: {len(errors[c])} severities here vs {len(baseline[c])} in the "
@@ -177,6 +190,12 @@ def relative_ce(
         base = float(np.sum(baseline[c]))
         ce[c] = float(np.sum(errors[c])) / base if base > 0 else math.inf
     return float(np.mean(list(ce.values()))), ce
+
+
+def load_baseline_severities(path: str | Path) -> list[int] | None:
+    """The severities a baseline corruption result file was evaluated at (None if not recorded)."""
+    severities = read_json(path).get("severities")
+    return None if severities is None else [int(s) for s in severities]
 
 
 def load_baseline_errors(path: str | Path) -> dict[str, list[float]]:

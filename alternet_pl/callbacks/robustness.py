@@ -19,6 +19,7 @@ from alternet_pl.analysis.robustness import (
     evaluate_subsets,
     frequency_noise_scan,
     load_baseline_errors,
+    load_baseline_severities,
     mean_corruption_error,
     metrics_from_counts,
     relative_ce,
@@ -217,7 +218,12 @@ class CorruptionCallback(AnalysisCallback):
             "mean_corruption_error": mean_ce,
         }
         if self.baseline:
-            mce, ce = relative_ce(errors, load_baseline_errors(self.baseline))
+            mce, ce = relative_ce(
+                errors,
+                load_baseline_errors(self.baseline),
+                list(self.severities),
+                load_baseline_severities(self.baseline),
+            )
             scalars["mce"] = mce
             summary.update(baseline=str(self.baseline), mce=mce, ce=ce)
         acc = np.array([[metrics[c][s]["acc"] for s in self.severities] for c in metrics])
