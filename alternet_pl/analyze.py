@@ -75,7 +75,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--out_dir", type=str | None, default=None, help="default: the checkpoint's run directory"
     )
-    parser.add_argument("--device", type=str, default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--device",
+        type=str,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda when available)",
+    )
     for name, cls in sorted(ANALYSES.items()):
         parser.add_class_arguments(cls, name, sub_configs=True)
     return parser

@@ -84,7 +84,9 @@ class HessianOperator:
             parameters: "l2" = 0.5 * wd * sum ||p||^2 (adds wd * I), "norm" = wd * sum ||p||_2 (the
             term the paper's official code adds to its loss-landscape loss; tensors with ||p|| = 0,
             where it has no second derivative, contribute nothing).
-        distributed: all-reduce over ranks when torch.distributed is initialised.
+        distributed: all-reduce over ranks when torch.distributed is initialised. Each rank then
+            passes its OWN shard of the data (e.g. ``batches[rank::world]``); the product is that of
+            the union of the shards, identical on every rank.
         cache_graph: keep each batch's first-backward graph (forward + gradient with
             create_graph) between products, so every product after the first costs one backward
             pass per batch instead of forward + two backwards. Costs the memory of those graphs;

@@ -244,7 +244,8 @@ def evaluate_grid(
     also warned about) and "notes". Cells are set from the saved weights (no drift), the model runs in
     eval mode (BN statistics untouched), and everything is restored bit-identically afterwards. Under
     torch.distributed the cells are split round-robin over ranks and gathered: every rank returns the
-    same arrays.
+    same arrays. Under DDP every rank must pass the SAME full list of batches (not a per-rank shard
+    from a DistributedSampler): the work is split by cells, not by data.
     """
     params = trainable_parameters(model)
     _check_directions(dirs, params)

@@ -174,12 +174,12 @@ def relative_ce(
             f"corruption(s) {missing} are not in the baseline (baseline has {sorted(baseline)}); "
             "evaluate both runs on the same corruptions"
         )
-    if severities is not None and baseline_severities is not None:
-        if sorted(severities) != sorted(baseline_severities):
-            raise ValueError(
-                f"severities {sorted(severities)} here vs {sorted(baseline_severities)} in the baseline; "
-                "evaluate both runs on the same severities"
-            )
+    recorded = severities is not None and baseline_severities is not None
+    if recorded and sorted(severities) != sorted(baseline_severities):
+        raise ValueError(
+            f"severities {sorted(severities)} here vs {sorted(baseline_severities)} in the baseline; "
+            "evaluate both runs on the same severities"
+        )
     ce = {}
     for c in errors:
         if len(errors[c]) != len(baseline[c]):

@@ -39,6 +39,8 @@ class HessianCallback(AnalysisCallback):
             weight-decay term wd * sum_p ||theta_p||_2 (as its official landscape code), spectrum on,
             5 largest-magnitude eigenvalues per batch. Explicit arguments still win.
         weight_decay: coefficient of that term (None: the module's under `paper_setting`, else 0).
+        weight_decay_form: "norm" (wd * sum_p ||theta_p||_2, the official code's term) or "l2"
+            (0.5 * wd * ||theta||^2, i.e. + wd * I); see `HessianOperator`.
     """
 
     name = "hessian"
@@ -64,6 +66,7 @@ class HessianCallback(AnalysisCallback):
         blockwise: bool = False,
         paper_setting: bool = False,
         weight_decay: float | None = None,
+        weight_decay_form: str = "norm",
         every_n_epochs: int | None = None,
         at: Sequence[str] = ("fit_end",),
         num_batches: int = 4,
@@ -113,6 +116,12 @@ class HessianCallback(AnalysisCallback):
                 f"HessianCallback: spectrum_which={self.spectrum_which!r}; choose from {hs.WHICH}"
             )
         self.blockwise, self.paper_setting, self.weight_decay = blockwise, paper_setting, weight_decay
+        if weight_decay_form not in hs.WEIGHT_DECAY_FORMS:
+            raise ValueError(
+                f"HessianCallback: weight_decay_form={weight_decay_form!r}; "
+                f"choose from {hs.WEIGHT_DECAY_FORMS}"
+            )
+        self.weight_decay_form = weight_decay_form
 
     def _weight_decay(self, module: Any) -> float:
         if self.weight_decay is not None:
@@ -144,7 +153,13 @@ class HessianCallback(AnalysisCallback):
         wd = self._weight_decay(context.module)
         dtype = DTYPES[self.dtype]
         cache = self.cache_graph and all(t.dtype == dtype for t in model.parameters())  # no cast: cacheable
-        kw = dict(dtype=dtype, mode=self.mode, weight_decay=wd, weight_decay_form="norm", cache_graph=cache)
+        kw = dict(
+            dtype=dtype,
+            mode=self.mode,
+            weight_decay=wd,
+            weight_decay_form=self.weight_decay_form,
+            cache_graph=cache,
+        )
         shard = batches[context.rank :: context.world_size]  # the operator all-reduces over ranks
         op = hs.HessianOperator(model, loss_fn, shard, **kw)
         top, low, residuals, converged = self._extremes(op)
