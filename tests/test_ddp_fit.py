@@ -1,4 +1,5 @@
-"""A real 2-process DDP fit on the CPU (gloo): one run directory shared by both ranks."""
+"""A real 2-process DDP fit on the CPU (gloo) with every light analysis: one run directory shared by
+both ranks, and every analysis written once, from rank 0, computed with world size 2."""
 
 import subprocess
 import sys
@@ -17,6 +18,8 @@ def test_ddp_fit_on_two_cpu_processes_shares_one_run_directory(tmp_path):
         "alternet_pl.fit",
         "--config",
         str(ROOT / "experiments/quickstart.yaml"),
+        "--config",
+        str(ROOT / "configs/analysis/light.yaml"),
         f"--runs_dir={tmp_path}",
         "--trainer.strategy=ddp",
         "--trainer.devices=2",
@@ -24,7 +27,7 @@ def test_ddp_fit_on_two_cpu_processes_shares_one_run_directory(tmp_path):
         "--data.init_args.num_train=64",
         "--data.init_args.num_val=32",
         "--data.init_args.batch_size=16",
-        "--trainer.max_epochs=1",
+        "--trainer.max_epochs=2",
         "--trainer.enable_progress_bar=false",
     ]
     env = {k: v for k, v in __import__("os").environ.items() if k != "ALTERNET_RUN_DIR"}
@@ -35,3 +38,9 @@ def test_ddp_fit_on_two_cpu_processes_shares_one_run_directory(tmp_path):
     run = tmp_path / "quickstart" / "version_0"
     assert (run / "metrics.csv").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert "Run directory:" in done.stdout
+    import json
+
+    for name in ("hessian", "landscape", "trajectory", "fourier", "variance", "freq_noise", "lesion"):
+        files = sorted((run / "analysis" / name).glob("epoch=002.json"))
+        assert len(files) == 1, (name, done.stderr[-2000:])
+        assert json.loads(files[0].read_text())["world_size"] == 2

@@ -40,3 +40,21 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_tensor(
+    tensor: torch.Tensor | None,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    src: int = 0,
+) -> torch.Tensor:
+    """`tensor` from rank `src` on every rank (others pass None); `device` must suit the backend."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return tensor
+    if dist.get_rank() == src:
+        buf = tensor.to(device=device, dtype=dtype).contiguous()
+    else:
+        buf = torch.empty(shape, dtype=dtype, device=device)
+    dist.broadcast(buf, src=src)
+    return buf

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alternet_pl.analysis.dist import broadcast_object, broadcast_tensor
 from alternet_pl.analysis.landscape import (
     IGNORES,
     NORMS,
@@ -222,10 +223,14 @@ class TrajectoryCallback(AnalysisCallback):
         self.steps, self.margin = int(steps), float(margin)
         self.snapshots: dict[int, np.ndarray | Path] = {}
         self._dir: Path | None = None
+        self._rank = 0
 
     # ---- recording ------------------------------------------------------------------------------
     def snapshot(self, model: nn.Module, epoch: int) -> None:
-        """Record the current trainable weights as the snapshot of `epoch`."""
+        """Record the current trainable weights as the snapshot of `epoch` (rank 0 only: DDP keeps
+        the weights equal on every rank)."""
+        if self._rank != 0:
+            return
         flat = flatten_trainable(model)
         if self.store == "disk":
             path = Path(self._dir or "trajectory_weights") / f"epoch={epoch:03d}.npy"
@@ -236,9 +241,8 @@ class TrajectoryCallback(AnalysisCallback):
             self.snapshots[epoch] = flat
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._dir = (
-            Path(trainer.default_root_dir) / "analysis" / self.name / "weights" / f"rank{trainer.global_rank}"
-        )
+        self._rank = trainer.global_rank
+        self._dir = Path(trainer.default_root_dir) / "analysis" / self.name / "weights"
         if trainer.current_epoch not in self.snapshots:
             self.snapshot(getattr(pl_module, "model", pl_module), trainer.current_epoch)
         super().on_fit_start(trainer, pl_module)
@@ -257,6 +261,28 @@ class TrajectoryCallback(AnalysisCallback):
         for epoch, path in state_dict.get("disk", {}).items():
             if Path(path).exists():
                 self.snapshots.setdefault(int(epoch), Path(path))
+
+    def _pca(
+        self, model: nn.Module, final: np.ndarray
+    ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+        """(epochs, 2 PCA directions, path coordinates, explained ratios) from the snapshots."""
+        if self.checkpoints:
+            epochs = list(range(len(self.checkpoints)))
+            snaps = [self._from_checkpoint(model, p) for p in self.checkpoints]
+        else:
+            epochs = sorted(self.snapshots)
+            snaps = [
+                np.load(s, mmap_mode="r") if isinstance(s, Path) else s
+                for s in (self.snapshots[e] for e in epochs)
+            ]
+        distinct = [not np.array_equal(s, final) for s in snaps]  # the final snapshot adds no direction
+        if sum(distinct) < 2:
+            raise ValueError(
+                f"TrajectoryCallback: {sum(distinct)} weight snapshot(s) besides the final weights; the PCA "
+                "needs at least 2: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
+            )
+        vecs, path, explained = pca_directions(snaps, final)
+        return epochs, vecs, path, explained
 
     def _from_checkpoint(self, model: nn.Module, path: str) -> np.ndarray:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -281,23 +307,23 @@ class TrajectoryCallback(AnalysisCallback):
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> AnalysisResult:
-        if self.checkpoints:
-            epochs = list(range(len(self.checkpoints)))
-            snaps = [self._from_checkpoint(model, p) for p in self.checkpoints]
-        else:
-            epochs = sorted(self.snapshots)
-            snaps = [
-                np.load(s, mmap_mode="r") if isinstance(s, Path) else s
-                for s in (self.snapshots[e] for e in epochs)
-            ]
         final = flatten_trainable(model)
-        distinct = [not np.array_equal(s, final) for s in snaps]  # the final snapshot adds no direction
-        if sum(distinct) < 2:
-            raise ValueError(
-                f"TrajectoryCallback: {sum(distinct)} weight snapshot(s) besides the final weights; the PCA "
-                "needs at least 2: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
-            )
-        vecs, path, explained = pca_directions(snaps, final)
+        outcome: tuple = ("ok",)
+        if context.rank == 0:  # only rank 0 holds snapshots (DDP keeps the weights equal on all ranks)
+            try:
+                epochs, vecs, path, explained = self._pca(model, final)
+                outcome = ("ok", epochs, path, explained)
+            except ValueError as err:
+                outcome = ("error", str(err))
+        outcome = broadcast_object(outcome)  # every rank raises together: no rank left in a collective
+        if outcome[0] == "error":
+            raise ValueError(outcome[1])
+        _, epochs, path, explained = outcome
+        device = next(model.parameters()).device
+        vecs = broadcast_tensor(
+            torch.from_numpy(vecs) if context.rank == 0 else None, (2, final.size), torch.float64, device
+        )
+        vecs = vecs.cpu().numpy() if isinstance(vecs, torch.Tensor) else vecs
         dirs = directions_from_flat(model, vecs)
         lo, hi = np.minimum(path.min(0), 0.0), np.maximum(path.max(0), 0.0)
         pad = self.margin * np.maximum(hi - lo, 1e-12)
