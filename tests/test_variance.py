@@ -47,7 +47,7 @@ def test_bad_shapes_raise(shape):
 def test_depth_summary_by_kind():
     import math
 
-    from alternet_pl.callbacks.fourier import depth_summary
+    from alternet_pl.callbacks.layers import depth_summary
     from tests.test_fourier import TinyCNN
 
     s = depth_summary(TinyCNN(), ["stem", "b1", "b2"], [1.0, 2.0, 8.0], "var", log_ratio=True)

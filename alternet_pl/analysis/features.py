@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 
+#: the block outputs the feature analyses look at by default
+DEFAULT_KINDS = ("stem", "conv", "msa", "mlp")
+
+
 def select_taps(
     model: nn.Module,
     names: Sequence[str] | None = None,

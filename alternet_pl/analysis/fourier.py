@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.features import (
+    DEFAULT_KINDS,
     as_feature_map,
     capture,
     check_reached,
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 #: tap kinds analysed by default (stem, blocks); pooled/head outputs are not feature maps.
-DEFAULT_KINDS = ("stem", "conv", "msa", "mlp")
 
 
 def log_amplitude_map(z: torch.Tensor, name: str = "feature", reduce: str = "mean") -> torch.Tensor:

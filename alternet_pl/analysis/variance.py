@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.features import (
+    DEFAULT_KINDS,
     as_feature_map,
     capture,
     check_reached,
@@ -23,8 +24,6 @@ from alternet_pl.analysis.features import (
 )
 
 __all__ = ["DEFAULT_KINDS", "feature_map_variance", "model_feature_map_variance", "spatial_variance"]
-
-DEFAULT_KINDS = ("stem", "conv", "msa", "mlp")
 
 
 def spatial_variance(z: torch.Tensor, name: str = "feature") -> torch.Tensor:

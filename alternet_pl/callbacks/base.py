@@ -61,11 +61,13 @@ class AnalysisCallback(pl.Callback):
     Args:
         every_n_epochs: also run after every n-th training epoch (None: only at the `at` points).
         at: any of "fit_start", "warmup_end" (after the last warm-up epoch), "fit_end".
-        num_batches: how many batches of analysis data (the same fixed batches every time).
+        num_batches: how many batches of analysis data (the same fixed batches every time); None:
+            the analysis's `default_num_batches`.
         batch_size: analysis batch size (None: the datamodule's).
         data: "val" (clean validation images) or "train" (training images; eval transform unless
-            `augment`).
-        augment: use the training transform (and mixup when the module has it): the paper's setting.
+            `augment`); None: "train" under a subclass's `paper_setting`, else "val".
+        augment: use the training transform (and mixup when the module has it): the paper's setting;
+            None: the subclass's `paper_setting` (False when it has none).
         seed: seeds the analysis data order and any randomness of the analysis itself.
         log_images: log figures to the Trainer's loggers (files are always written).
         strict: re-raise an analysis error during training; by default (one process) it is logged
@@ -74,6 +76,8 @@ class AnalysisCallback(pl.Callback):
     """
 
     name: ClassVar[str] = ""
+    #: `num_batches` when none is given (each analysis sets what suits its cost)
+    default_num_batches: ClassVar[int] = 4
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,15 +88,19 @@ class AnalysisCallback(pl.Callback):
         self,
         every_n_epochs: int | None = None,
         at: Sequence[str] = ("fit_end",),
-        num_batches: int = 4,
+        num_batches: int | None = None,
         batch_size: int | None = None,
-        data: str = "val",
-        augment: bool = False,
+        data: str | None = None,
+        augment: bool | None = None,
         seed: int = 0,
         log_images: bool = True,
         strict: bool = False,
     ) -> None:
         super().__init__()
+        paper = bool(getattr(self, "paper_setting", False))  # set by subclasses before this call
+        data = data or ("train" if paper else "val")
+        augment = paper if augment is None else augment
+        num_batches = self.default_num_batches if num_batches is None else num_batches
         bad = [a for a in at if a not in WHEN]
         if bad:
             raise ValueError(f"{type(self).__name__}: at={bad} not understood; choose from {WHEN}")

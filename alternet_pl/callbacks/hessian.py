@@ -6,7 +6,7 @@ Logged scalars: `hessian/top_eig`, `hessian/min_eig`, `hessian/trace` (+ `trace_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,27 +67,10 @@ class HessianCallback(AnalysisCallback):
         paper_setting: bool = False,
         weight_decay: float | None = None,
         weight_decay_form: str = "norm",
-        every_n_epochs: int | None = None,
-        at: Sequence[str] = ("fit_end",),
-        num_batches: int = 4,
-        batch_size: int | None = None,
-        data: str | None = None,
-        augment: bool | None = None,
-        seed: int = 0,
-        log_images: bool = True,
-        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            at=at,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            data=data or ("train" if paper_setting else "val"),
-            augment=paper_setting if augment is None else augment,
-            seed=seed,
-            log_images=log_images,
-            strict=strict,
-        )
+        self.paper_setting = paper_setting  # read by the base for the data / augment defaults
+        super().__init__(**kwargs)
         if k < 1:
             raise ValueError(f"HessianCallback: k={k}; ask for at least one eigenvalue")
         if dtype not in DTYPES:

@@ -8,7 +8,7 @@ Sharpness summary logged by `landscape` (L0 = loss at theta, the grid centre):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,27 +66,10 @@ class LandscapeCallback(AnalysisCallback):
         ignore: str = "biasbn",
         paper_setting: bool = False,
         weight_decay: float | None = None,
-        every_n_epochs: int | None = None,
-        at: Sequence[str] = ("fit_end",),
-        num_batches: int = 4,
-        batch_size: int | None = None,
-        data: str | None = None,
-        augment: bool | None = None,
-        seed: int = 0,
-        log_images: bool = True,
-        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            at=at,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            data=data or ("train" if paper_setting else "val"),
-            augment=paper_setting if augment is None else augment,
-            seed=seed,
-            log_images=log_images,
-            strict=strict,
-        )
+        self.paper_setting = paper_setting  # read by the base for the data / augment defaults
+        super().__init__(**kwargs)
         if dims not in (1, 2):
             raise ValueError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
         if steps < 2:
@@ -190,27 +173,9 @@ class TrajectoryCallback(AnalysisCallback):
         checkpoints: list[str] | None = None,
         steps: int = 21,
         margin: float = 0.2,
-        every_n_epochs: int | None = None,
-        at: Sequence[str] = ("fit_end",),
-        num_batches: int = 4,
-        batch_size: int | None = None,
-        data: str = "val",
-        augment: bool = False,
-        seed: int = 0,
-        log_images: bool = True,
-        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            at=at,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            data=data,
-            augment=augment,
-            seed=seed,
-            log_images=log_images,
-            strict=strict,
-        )
+        super().__init__(**kwargs)
         if store not in ("memory", "disk"):
             raise ValueError(f"TrajectoryCallback: store={store!r}; choose 'memory' or 'disk'")
         if snapshot_every_n_epochs < 1 or steps < 2 or margin < 0:

@@ -5,7 +5,7 @@ Scalars: ``clean_acc`` and ``drop_<kind>`` (mean accuracy drop over blocks of th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,31 +25,14 @@ class LesionCallback(AnalysisCallback):
     """
 
     name = "lesion"
+    default_num_batches = 8
 
     def __init__(
         self,
         layers: list[str] | None = None,
-        every_n_epochs: int | None = None,
-        at: Sequence[str] = ("fit_end",),
-        num_batches: int = 8,
-        batch_size: int | None = None,
-        data: str = "val",
-        augment: bool = False,
-        seed: int = 0,
-        log_images: bool = True,
-        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            at=at,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            data=data,
-            augment=augment,
-            seed=seed,
-            log_images=log_images,
-            strict=strict,
-        )
+        super().__init__(**kwargs)
         self.layers = list(layers) if layers is not None else None
 
     def compute(

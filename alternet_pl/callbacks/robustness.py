@@ -46,27 +46,9 @@ class FreqNoiseCallback(AnalysisCallback):
         freqs: Sequence[float] = PAPER_FREQS,
         eps: float = 0.007,
         width: float = 0.2,
-        every_n_epochs: int | None = None,
-        at: Sequence[str] = ("fit_end",),
-        num_batches: int = 4,
-        batch_size: int | None = None,
-        data: str = "val",
-        augment: bool = False,
-        seed: int = 0,
-        log_images: bool = True,
-        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            at=at,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            data=data,
-            augment=augment,
-            seed=seed,
-            log_images=log_images,
-            strict=strict,
-        )
+        super().__init__(**kwargs)
         for f in freqs:
             check_freq(f)
         self.freqs, self.eps, self.width = [float(f) for f in freqs], float(eps), float(width)
@@ -133,27 +115,9 @@ class CorruptionCallback(AnalysisCallback):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         image_size: int = 224,
-        every_n_epochs: int | None = None,
-        at: Sequence[str] = ("fit_end",),
-        num_batches: int = 4,
-        batch_size: int | None = None,
-        data: str = "val",
-        augment: bool = False,
-        seed: int = 0,
-        log_images: bool = True,
-        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            at=at,
-            num_batches=num_batches,
-            batch_size=batch_size,
-            data=data,
-            augment=augment,
-            seed=seed,
-            log_images=log_images,
-            strict=strict,
-        )
+        super().__init__(**kwargs)
         if root is None:
             raise ValueError(
                 "corruption: give the corrupted data folder, e.g. --corruption.root data/CIFAR-100-C"

@@ -1,0 +1,91 @@
+"""`LayerAnalysisCallback`: the shared base of per-layer feature analyses (Fourier, variance).
+
+It selects layers from ``model.analysis_layers()`` and summarises one value per layer against
+normalised depth, per block kind, with the change across each layer (left out across a
+resolution change, where the two layers' maps are not comparable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alternet_pl.analysis.features import (
+    DEFAULT_KINDS,
+    feature_sizes,
+    layer_kinds,
+    normalized_depths,
+    per_kind_mean,
+    select_taps,
+)
+from alternet_pl.callbacks.base import AnalysisCallback
+
+
+def depth_summary(
+    model: nn.Module,
+    names: Sequence[str],
+    values: Sequence[float],
+    prefix: str,
+    log_ratio: bool = False,
+    sizes: Sequence[int] | None = None,
+) -> dict:
+    """Per-layer kinds and depths plus per-kind means of the values and of their layer-to-layer change
+    (value minus the previous layer's, or with ``log_ratio`` log(value / previous)). With ``sizes``
+    (each layer's map side), a change across a size change (a downsampling layer) is left out."""
+    kinds = layer_kinds(model, names)
+    scalars = {f"{prefix}_{k}": v for k, v in per_kind_mean(values, kinds).items()}
+    if len(values) > 1:
+        if log_ratio:
+            changes = [
+                float(np.log(b / a)) if a > 0 and b > 0 else float("nan")
+                for a, b in zip(values[:-1], values[1:])
+            ]
+        else:
+            changes = [b - a for a, b in zip(values[:-1], values[1:])]
+        if sizes is not None:
+            changes = [c if sizes[i] == sizes[i + 1] else float("nan") for i, c in enumerate(changes)]
+        for k, v in per_kind_mean(changes, kinds[1:]).items():
+            scalars[f"{prefix}_change_{k}"] = v
+    return {"kinds": kinds, "depth": normalized_depths(len(names)), "scalars": scalars}
+
+
+class LayerAnalysisCallback(AnalysisCallback):
+    """An analysis with one value per tapped layer.
+
+    Args:
+        layers: names from ``model.analysis_layers()`` (None: every layer of the chosen kinds).
+        kinds: tap kinds to analyse (default stem, conv, msa, mlp: the block outputs).
+    """
+
+    default_num_batches = 2
+
+    def __init__(
+        self, layers: list[str] | None = None, kinds: Sequence[str] = DEFAULT_KINDS, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.layers = list(layers) if layers is not None else None
+        self.kinds = tuple(kinds)
+
+    @property
+    def selected_kinds(self) -> tuple[str, ...] | None:
+        """Kinds to filter by (None when explicit layers are given)."""
+        return None if self.layers else self.kinds
+
+    def summarize(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        names: Sequence[str],
+        values: Sequence[float],
+        prefix: str,
+        log_ratio: bool = False,
+    ) -> dict:
+        """`depth_summary` of the values, with each layer's map size measured on `images`."""
+        sizes = feature_sizes(model, images, select_taps(model, names))
+        return depth_summary(
+            model, names, values, prefix, log_ratio=log_ratio, sizes=[sizes[n] for n in names]
+        )
