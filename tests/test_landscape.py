@@ -258,11 +258,22 @@ def _grid_on_rank() -> dict:
         ls.random_directions(model, n=2, seed=1),
         [np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)],
     )
-    return {"loss": out["loss"], "acc": out["acc"], "calls": len(calls)}
+    import torch.distributed as dist
+
+    shard = make_batches()[dist.get_rank() :: 2]  # a per-rank shard is a user error here
+    try:
+        ls.evaluate_grid(
+            model, cross_entropy_loss, shard, ls.random_directions(model, 2, seed=1), [[0.0], [0.0]]
+        )
+        shard_error = ""
+    except ValueError as err:
+        shard_error = str(err)
+    return {"loss": out["loss"], "acc": out["acc"], "calls": len(calls), "shard_error": shard_error}
 
 
 def test_two_ranks_equal_one_process():
     ranks = run_distributed(_grid_on_rank, world_size=2)
+    assert all("ranks hold different batches" in r["shard_error"] for r in ranks)
     model = make_cnn()
     single = ls.evaluate_grid(
         model,

@@ -58,3 +58,32 @@ def broadcast_tensor(
         buf = torch.empty(shape, dtype=dtype, device=device)
     dist.broadcast(buf, src=src)
     return buf
+
+
+def _fingerprint(batches: list) -> tuple:
+    """A cheap identity of a batch list: its length, sample count and the sum of its first tensor."""
+
+    def first(b: Any) -> torch.Tensor | None:
+        if isinstance(b, torch.Tensor):
+            return b
+        if isinstance(b, list | tuple) and b:
+            return first(b[0])
+        return None
+
+    sizes = [int(t.shape[0]) if (t := first(b)) is not None and t.ndim else 1 for b in batches]
+    head = first(batches[0]) if batches else None
+    total = float(head.detach().double().sum()) if head is not None else 0.0
+    return len(batches), sum(sizes), round(total, 6)
+
+
+def check_same_batches(batches: list, what: str) -> None:
+    """Under DDP, raise unless every rank holds the same batch list (functions that split the work
+    themselves need the full list everywhere, not a per-rank shard from a DistributedSampler)."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return
+    prints = all_gather_objects(_fingerprint(batches))
+    if any(p != prints[0] for p in prints[1:]):
+        raise ValueError(
+            f"{what}: the ranks hold different batches ({prints}); pass the same full list of batches on "
+            "every rank (it splits the work itself), not a per-rank shard"
+        )

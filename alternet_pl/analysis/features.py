@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
+from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
 from alternet_pl.models.taps import Tap
 
 __all__ = [
@@ -209,6 +209,7 @@ def map_batches(fn: Callable[[int, Any], Any], batches: Iterable, desc: str = ""
 
     rank, world = rank_and_world()
     batches = list(batches)
+    check_same_batches(batches, desc or "map_batches")
     mine = [(i, b) for i, b in enumerate(batches) if i % world == rank]
     quiet = not sys.stderr.isatty() or rank != 0
     local = [(i, fn(i, b)) for i, b in tqdm(mine, desc=desc or None, disable=quiet, leave=False)]

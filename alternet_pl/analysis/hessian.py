@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
-from alternet_pl.analysis.dist import all_gather_objects, all_reduce_sum, rank_and_world
+from alternet_pl.analysis.dist import all_gather_objects, all_reduce_sum, check_same_batches, rank_and_world
 
 WHICH = ("LA", "SA", "LM", "BE")
 MODES = ("eval", "train")
@@ -623,6 +623,8 @@ def max_eigenvalue_spectrum(
     if not batches:
         raise ValueError("batches is empty; pass at least one (inputs, targets) batch")
     rank, world = rank_and_world() if shard else (0, 1)
+    if world > 1:
+        check_same_batches(batches, "max_eigenvalue_spectrum")
     rows = {}
     for i in _progress(range(rank, len(batches), world), desc="spectrum"):
         op = HessianOperator(

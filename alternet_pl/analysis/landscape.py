@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
+from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
 from alternet_pl.analysis.state import restore_state
 
 NORMS = ("filter", "layer", "official", "none")
@@ -256,6 +256,7 @@ def evaluate_grid(
         raise ValueError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
     shape = tuple(len(a) for a in axes)
     rank, world = rank_and_world()
+    check_same_batches(batches, "evaluate_grid")
     mine = list(range(int(np.prod(shape))))[rank::world]
     results = []
     with restore_state(model, rng=True), torch.no_grad():
