@@ -148,7 +148,12 @@ def test_quickstart_with_light_analyses_then_analyze_and_report(tmp_path):
     post = sorted((run / "analysis" / "hessian").glob("last-epoch=*.json"))
     assert len(post) == 1 and '"k": 2' in post[0].read_text()
 
-    paths = report.main([str(run), "--out", str(tmp_path / "figures")])
+    official = tmp_path / "cifar100_vit_ti_losslandscape.csv"  # the official repo's headerless layout
+    rows = [
+        [x, y, 9.0, 100.0, 2 + x * x + y * y] + [0.0] * 14 for y in (-1.0, 0.0, 1.0) for x in (-1.0, 0.0, 1.0)
+    ]
+    official.write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    paths = report.main([str(run), "--out", str(tmp_path / "figures"), "--official-csv", str(official)])
     names = {p.name for p in paths}
     assert {
         "table_results.md",
