@@ -28,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from alternet_pl.analysis.dist import all_gather_objects, all_reduce_sum, check_same_batches, rank_and_world
+from alternet_pl.analysis.state import map_tensors
 
 WHICH = ("LA", "SA", "LM", "BE")
 MODES = ("eval", "train")
@@ -61,13 +62,8 @@ def _select_params(model: nn.Module, params: Any) -> tuple[list[str], list[nn.Pa
 
 
 def _cast_batch(batch: Any, dtype: torch.dtype) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(dtype) if batch.is_floating_point() else batch
-    if isinstance(batch, list | tuple):
-        return type(batch)(_cast_batch(b, dtype) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _cast_batch(v, dtype) for k, v in batch.items()}
-    return batch
+    """Floating tensors of a batch in the compute dtype (labels and masks untouched)."""
+    return map_tensors(batch, lambda t: t.to(dtype) if t.is_floating_point() else t)
 
 
 class HessianOperator:

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
-from alternet_pl.analysis.state import restore_state
+from alternet_pl.analysis.state import restore_state, to_device
 
 NORMS = ("filter", "layer", "official", "none")
 IGNORES = ("biasbn", "none")
@@ -195,14 +195,6 @@ def _check_coords(coords: Sequence, n_dirs: int) -> list[np.ndarray]:
     return out
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(b, device) for b in batch)
-    return batch
-
-
 def _eval_cell(
     model: nn.Module, loss_fn: Callable, batches: list, device: torch.device
 ) -> tuple[torch.Tensor, int]:
@@ -251,7 +243,7 @@ def evaluate_grid(
     _check_directions(dirs, params)
     axes = _check_coords(coords, len(dirs))
     device = next(iter(params.values())).device
-    batches = [_to_device(b, device) for b in batches]
+    batches = [to_device(b, device) for b in batches]
     if not batches:
         raise ValueError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
     shape = tuple(len(a) for a in axes)

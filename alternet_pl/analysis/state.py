@@ -1,11 +1,12 @@
-"""`restore_state`: the one place that makes an analysis leave training untouched."""
+"""`restore_state`: the one place that makes an analysis leave training untouched (and RNG/batch helpers)."""
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,34 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch for a block of code, then put their previous states back."""
+    saved = _rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        _set_rng_state(saved)
+
+
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply `fn` to every tensor of a (nested tuple / list / dict) batch, keeping its structure."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, list | tuple):
+        return type(batch)(map_tensors(b, fn) for b in batch)
+    if isinstance(batch, dict):
+        return {k: map_tensors(v, fn) for k, v in batch.items()}
+    return batch
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    return map_tensors(batch, lambda t: t.to(device))
 
 
 @contextmanager

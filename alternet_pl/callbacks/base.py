@@ -22,7 +22,7 @@ from torch import nn
 from alternet_pl.analysis.dist import rank_and_world
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.analysis.results import write_results
-from alternet_pl.analysis.state import restore_state
+from alternet_pl.analysis.state import restore_state, to_device
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class AnalysisCallback(pl.Callback):
         with restore_state(module, optimizers=list(optimizers)):
             batches = self.analysis_batches(datamodule, module)
             device = next(model.parameters()).device
-            batches = [_to_device(b, device) for b in batches]
+            batches = [to_device(b, device) for b in batches]
             with torch.autocast(device_type=device.type, enabled=False):
                 result = self.compute(model, self.loss_fn(module), batches, context)
         if rank == 0:
@@ -261,11 +261,3 @@ class AnalysisCallback(pl.Callback):
         # on the CPU and collectives would fail.
         if "fit_end" in self.at:
             self._maybe_run(trainer, pl_module, "epoch", trainer.current_epoch)
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(b, device) for b in batch)
-    return batch

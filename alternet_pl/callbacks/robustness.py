@@ -24,6 +24,7 @@ from alternet_pl.analysis.robustness import (
     metrics_from_counts,
     relative_ce,
 )
+from alternet_pl.analysis.state import to_device
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
 from alternet_pl.plots import features as plots
 
@@ -85,8 +86,8 @@ class _OnDevice:
         self.loader, self.device = loader, device
 
     def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device), y.to(self.device)
+        for batch in self.loader:
+            yield to_device(batch, self.device)
 
 
 class CorruptionCallback(AnalysisCallback):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from alternet_pl.analysis.state import seeded
 from alternet_pl.data.transforms import build_transform
 
 
@@ -118,15 +118,8 @@ class ImageDataModule(pl.LightningDataModule):
         order = torch.randperm(len(dataset), generator=gen)[: num_batches * batch_size].tolist()
         if not order:
             raise ValueError(f"the {split} split is empty: no analysis batches")
-        rng_state = (torch.get_rng_state(), np.random.get_state())
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        import random
-
-        py_state = random.getstate()
-        random.seed(seed)
-        try:
-            batches = []
+        batches = []
+        with seeded(seed):  # augmentations and mixup draw from the global RNGs: fixed, then restored
             for start in range(0, len(order), batch_size):
                 items = [dataset[i] for i in order[start : start + batch_size]]
                 images = torch.stack([x for x, _ in items])
@@ -134,10 +127,6 @@ class ImageDataModule(pl.LightningDataModule):
                 if mixup_fn is not None and len(labels) % 2 == 0:
                     images, labels = mixup_fn(images, labels)
                 batches.append((images, labels))
-        finally:
-            torch.set_rng_state(rng_state[0])
-            np.random.set_state(rng_state[1])
-            random.setstate(py_state)
         return batches
 
 
