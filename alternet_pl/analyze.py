@@ -35,8 +35,8 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location: str = "cpu") -> None:
-    """Load weights into `module`, with errors that say what is wrong with the file."""
+def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location: str = "cpu") -> int:
+    """Load weights into `module`, with errors that say what is wrong with the file; return its epoch."""
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
@@ -55,6 +55,7 @@ def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location
             f"checkpoint {ckpt_path} does not match the architecture {arch!r} of the run config; "
             f"pass the config.yaml of the run that wrote it. Details: {str(err).splitlines()[0]}"
         ) from err
+    return int(checkpoint.get("epoch", 0))
 
 
 def _analysis_defaults(config: dict[str, Any], cls: type[AnalysisCallback]) -> dict[str, Any]:
@@ -95,7 +96,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     run_config = load_run_config(cfg.config)
     model_cfg = dict(run_config["model"])
     module = ImageClassifier(**model_cfg)
-    load_checkpoint(module, cfg.ckpt_path)
+    checkpoint_epoch = load_checkpoint(module, cfg.ckpt_path)
     module.to(cfg.device).eval()
     datamodule = instantiate_class((), run_config["data"])
     ckpt = Path(cfg.ckpt_path)
@@ -104,7 +105,6 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         if cfg.out_dir
         else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
     )
-    checkpoint_epoch = int(torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", 0))
     explicit = {a.split("=")[0].lstrip("-") for a in (args if args is not None else sys.argv[1:])}
     results = {}
     for name in cfg.analysis:

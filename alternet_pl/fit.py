@@ -87,8 +87,7 @@ class AlternetCLI(LightningCLI):
             user_loggers = []
         for logger in user_loggers:
             if hasattr(logger, "_wandb_init"):  # W&B: grouped per experiment, files in the run directory
-                logger._wandb_init.setdefault("group", self.experiment)
-                logger._wandb_init["group"] = logger._wandb_init["group"] or self.experiment
+                logger._wandb_init["group"] = logger._wandb_init.get("group") or self.experiment
                 if logger._wandb_init.get("dir") in (None, ".", "./"):
                     logger._wandb_init["dir"] = logger._save_dir = str(run_dir)
         config["logger"] = [CSVLogger(save_dir=str(run_dir), name="", version="")] + user_loggers
