@@ -288,6 +288,36 @@ def test_max_eigenvalue_spectrum_per_batch():
     for row, b in zip(spec, batches):
         ev = torch.linalg.eigvalsh(dense_hessian(model, [b]))
         torch.testing.assert_close(row, ev[ev.abs().argsort()[-2:]].sort().values, rtol=1e-7, atol=1e-10)
+    # residual info: the true ||H x - theta x|| is tiny when converged; 2 Lanczos steps cannot converge
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vals, res, ok = hs.max_eigenvalue_spectrum(
+            model,
+            cross_entropy_loss,
+            batches,
+            k=2,
+            which="LM",
+            dtype=torch.float64,
+            tol=1e-9,
+            max_iter=43,
+            return_info=True,
+        )
+        _, res_short, ok_short = hs.max_eigenvalue_spectrum(
+            model,
+            cross_entropy_loss,
+            batches,
+            k=2,
+            which="LM",
+            dtype=torch.float64,
+            tol=1e-9,
+            max_iter=2,
+            return_info=True,
+        )
+    torch.testing.assert_close(vals, spec)
+    assert ok.all() and res.shape == (3, 2) and (res <= 1e-9 * vals.abs().max()).all()
+    assert not ok_short.any() and (res_short > 1e-9 * vals.abs().max()).any()
 
 
 def test_float64_operator_on_a_float32_model_round_trips_exactly():

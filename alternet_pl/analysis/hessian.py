@@ -608,12 +608,15 @@ def max_eigenvalue_spectrum(
     shard: bool = True,
     seed: int = 0,
     cache_graph: bool = False,
-) -> torch.Tensor:
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k eigenvalues (ascending) of each mini-batch's Hessian: tensor[num_batches, k], float64.
 
     The paper's "Hessian max eigenvalue spectrum" is k=5, which="LM" on augmented training batches
     with the weight-decay term. Under torch.distributed with `shard`, rank r handles batches[r::world]
-    and the rows are gathered, so every rank returns the same full tensor.
+    and the rows are gathered, so every rank returns the same full tensor. With `return_info`, also
+    the Ritz residuals ||H x - theta x|| of every value (same shape) and each batch's converged flag
+    (tensor[num_batches] of bool), to see which batches did not converge within `max_iter`.
     """
     batches = list(batches)
     if not batches:
@@ -635,7 +638,12 @@ def max_eigenvalue_spectrum(
             distributed=False,
             cache_graph=cache_graph,
         )
-        rows[i] = top_eigenvalues(op, k, which, tol=tol, max_iter=max_iter, seed=seed + i).eigenvalues
+        result = top_eigenvalues(op, k, which, tol=tol, max_iter=max_iter, seed=seed + i)
+        rows[i] = (result.eigenvalues, result.residuals, result.converged)
     for part in all_gather_objects(rows) if world > 1 else [rows]:
         rows.update(part)
-    return torch.stack([rows[i] for i in range(len(batches))])
+    values = torch.stack([rows[i][0] for i in range(len(batches))])
+    if return_info:
+        residuals = torch.stack([rows[i][1] for i in range(len(batches))])
+        return values, residuals, torch.tensor([rows[i][2] for i in range(len(batches))])
+    return values

@@ -170,7 +170,7 @@ class HessianCallback(AnalysisCallback):
             "num_samples": sum(int(b[1].shape[0]) for b in batches),
         }
         if self.spectrum:
-            spec = hs.max_eigenvalue_spectrum(
+            spec, spec_res, spec_ok = hs.max_eigenvalue_spectrum(
                 model,
                 loss_fn,
                 batches,
@@ -179,10 +179,12 @@ class HessianCallback(AnalysisCallback):
                 tol=self.tol,
                 max_iter=self.max_iter,
                 seed=self.seed,
+                return_info=True,
                 **kw,
             )
-            arrays["spectrum"] = spec.numpy()
-            summary["spectrum_which"] = self.spectrum_which
+            arrays.update(spectrum=spec.numpy(), spectrum_residuals=spec_res.numpy())
+            unconverged = (~spec_ok).nonzero().flatten().tolist()
+            summary.update(spectrum_which=self.spectrum_which, spectrum_unconverged_batches=unconverged)
         if self.blockwise:
             names, kinds, tops, lows = [], [], [], []
             for name, tap in _blocks(model):
