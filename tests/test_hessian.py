@@ -281,9 +281,21 @@ def test_weight_decay_term(form):
 
 def test_max_eigenvalue_spectrum_per_batch():
     model, batches = make_mlp(), make_batches((4,))
-    spec = hs.max_eigenvalue_spectrum(
-        model, cross_entropy_loss, batches, k=2, which="LM", dtype=torch.float64, tol=1e-9, max_iter=43
-    )
+
+    def spectrum(max_iter, **kw):
+        return hs.max_eigenvalue_spectrum(
+            model,
+            cross_entropy_loss,
+            batches,
+            k=2,
+            which="LM",
+            dtype=torch.float64,
+            tol=1e-9,
+            max_iter=max_iter,
+            **kw,
+        )
+
+    spec = spectrum(43)
     assert spec.shape == (3, 2)
     for row, b in zip(spec, batches):
         ev = torch.linalg.eigvalsh(dense_hessian(model, [b]))
@@ -293,28 +305,8 @@ def test_max_eigenvalue_spectrum_per_batch():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        vals, res, ok = hs.max_eigenvalue_spectrum(
-            model,
-            cross_entropy_loss,
-            batches,
-            k=2,
-            which="LM",
-            dtype=torch.float64,
-            tol=1e-9,
-            max_iter=43,
-            return_info=True,
-        )
-        _, res_short, ok_short = hs.max_eigenvalue_spectrum(
-            model,
-            cross_entropy_loss,
-            batches,
-            k=2,
-            which="LM",
-            dtype=torch.float64,
-            tol=1e-9,
-            max_iter=2,
-            return_info=True,
-        )
+        vals, res, ok = spectrum(43, return_info=True)
+        _, res_short, ok_short = spectrum(2, return_info=True)
     torch.testing.assert_close(vals, spec)
     assert ok.all() and res.shape == (3, 2) and (res <= 1e-9 * vals.abs().max()).all()
     assert not ok_short.any() and (res_short > 1e-9 * vals.abs().max()).any()

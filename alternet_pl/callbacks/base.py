@@ -31,6 +31,9 @@ ANALYSES: dict[str, type[AnalysisCallback]] = {}
 
 WHEN = ("fit_start", "warmup_end", "fit_end")
 
+#: the paper's weight decay (AdamW, CIFAR recipe), used when a module does not say its own
+PAPER_WEIGHT_DECAY = 0.05
+
 
 @dataclass
 class AnalysisResult:
@@ -154,6 +157,16 @@ class AnalysisCallback(pl.Callback):
             seed=self.seed,
             mixup_fn=mixup,
         )
+
+    def weight_decay_coefficient(self, module: pl.LightningModule | None) -> float:
+        """The weight-decay term's coefficient: `self.weight_decay` if given, else the module's under
+        `paper_setting` (the paper's 0.05 if it has none), else 0 (the clean loss)."""
+        weight_decay = getattr(self, "weight_decay", None)
+        if weight_decay is not None:
+            return float(weight_decay)
+        if not getattr(self, "paper_setting", False):
+            return 0.0
+        return float(getattr(module, "weight_decay", PAPER_WEIGHT_DECAY) or PAPER_WEIGHT_DECAY)
 
     def loss_fn(self, module: pl.LightningModule | None) -> Callable:
         return cross_entropy_loss

@@ -18,7 +18,6 @@ from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, Analys
 from alternet_pl.plots import hessian as plots
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-PAPER_WEIGHT_DECAY = 0.05
 
 
 class HessianCallback(AnalysisCallback):
@@ -98,20 +97,13 @@ class HessianCallback(AnalysisCallback):
             raise ValueError(
                 f"HessianCallback: spectrum_which={self.spectrum_which!r}; choose from {hs.WHICH}"
             )
-        self.blockwise, self.paper_setting, self.weight_decay = blockwise, paper_setting, weight_decay
+        self.blockwise, self.weight_decay = blockwise, weight_decay
         if weight_decay_form not in hs.WEIGHT_DECAY_FORMS:
             raise ValueError(
                 f"HessianCallback: weight_decay_form={weight_decay_form!r}; "
                 f"choose from {hs.WEIGHT_DECAY_FORMS}"
             )
         self.weight_decay_form = weight_decay_form
-
-    def _weight_decay(self, module: Any) -> float:
-        if self.weight_decay is not None:
-            return float(self.weight_decay)
-        if not self.paper_setting:
-            return 0.0
-        return float(getattr(module, "weight_decay", PAPER_WEIGHT_DECAY) or PAPER_WEIGHT_DECAY)
 
     def _extremes(self, op: hs.HessianOperator) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """(top-k eigenvalues, min eigenvalue or nan, residuals, converged) in one Lanczos run if possible."""
@@ -133,7 +125,7 @@ class HessianCallback(AnalysisCallback):
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> AnalysisResult:
-        wd = self._weight_decay(context.module)
+        wd = self.weight_decay_coefficient(context.module)
         dtype = DTYPES[self.dtype]
         cache = self.cache_graph and all(t.dtype == dtype for t in model.parameters())  # no cast: cacheable
         kw = dict(

@@ -30,16 +30,6 @@ from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, p
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
 from alternet_pl.plots import landscape as plots
 
-PAPER_WEIGHT_DECAY = 0.05
-
-
-def _weight_decay(paper_setting: bool, weight_decay: float | None, module: Any) -> float:
-    if weight_decay is not None:
-        return float(weight_decay)
-    if not paper_setting:
-        return 0.0
-    return float(getattr(module, "weight_decay", PAPER_WEIGHT_DECAY) or PAPER_WEIGHT_DECAY)
-
 
 class LandscapeCallback(AnalysisCallback):
     """Loss (and accuracy) on a `steps`^`dims` grid over [-span, span] along random directions.
@@ -84,12 +74,12 @@ class LandscapeCallback(AnalysisCallback):
             )
         self.steps, self.span, self.dims = int(steps), float(span), int(dims)
         self.norm, self.ignore = norm, ignore
-        self.paper_setting, self.weight_decay = paper_setting, weight_decay
+        self.weight_decay = weight_decay
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> AnalysisResult:
-        wd = _weight_decay(self.paper_setting, self.weight_decay, context.module)
+        wd = self.weight_decay_coefficient(context.module)
         dirs = random_directions(model, n=self.dims, seed=self.seed, norm=self.norm, ignore=self.ignore)
         axis = np.linspace(-self.span, self.span, self.steps)
         grid = evaluate_grid(model, loss_fn, batches, dirs, [axis] * self.dims, weight_decay=wd)
