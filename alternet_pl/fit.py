@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from alternet_pl.analysis.results import _atomic_write
+from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
 from alternet_pl.data import ImageDataModule, SyntheticDataModule
 from alternet_pl.loggers import default_wandb_offline
@@ -73,8 +73,8 @@ class AlternetCLI(LightningCLI):
         os.environ.setdefault("WANDB_DIR", str(self.run_dir))
         default_wandb_offline()
         if global_rank_from_env() == 0:
-            text = self.parser.dump(config, skip_none=False).encode()
-            _atomic_write(self.run_dir / "config.yaml", lambda fh: fh.write(text))
+            text = self.parser.dump(config, skip_none=False)
+            write_text(self.run_dir / "config.yaml", text)
         self.experiment = experiment
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alternet_pl.analysis.results import _atomic_write, read_json, write_figure  # noqa: E402
+from alternet_pl.analysis.results import read_json, write_figure, write_text  # noqa: E402
 from alternet_pl.plots.features import load_freq_noise_runs, plot_freq_noise, scatter_by_kind  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv, side_by_side  # noqa: E402
 
@@ -95,8 +95,8 @@ def accuracy_table(runs: Sequence[Path], out: Path) -> Path:
             value = read_json(path).get("scalars", {}).get(key) if path else None
             row.append(f"{value:.4g}" if isinstance(value, int | float) else "-")
         lines.append("| " + " | ".join(row) + " |")
-    text = ("\n".join(lines) + "\n").encode()
-    _atomic_write(out / "table_results.md", lambda fh: fh.write(text))
+    text = "\n".join(lines) + "\n"
+    write_text(out / "table_results.md", text)
     return out / "table_results.md"
 
 

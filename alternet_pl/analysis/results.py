@@ -47,11 +47,15 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, data: dict) -> Path:
+def write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=False).encode()
-    _atomic_write(path, lambda fh: fh.write(text))
+    data = text.encode()
+    _atomic_write(path, lambda fh: fh.write(data))
     return path
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    return write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False))
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
