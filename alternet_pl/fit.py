@@ -14,36 +14,45 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger
 
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
-from alternet_pl.data import ImageDataModule, SyntheticDataModule
-from alternet_pl.loggers import default_wandb_offline
+from alternet_pl.data import ImageDataModule
 from alternet_pl.module import ImageClassifier
 from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, make_run_dir
 
 
-def _experiment_from_argv(argv: list[str]) -> str:
-    """Default experiment name: the first `--config` file's stem."""
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return Path(argv[i + 1]).stem
-        if arg.startswith("--config="):
-            return Path(arg.split("=", 1)[1]).stem
-    return "default"
+def _as_list(value: Any) -> list:
+    """A Trainer `logger` / `callbacks` value as a list (None, True and False: empty)."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    if value is None or isinstance(value, bool):
+        return []
+    return [value]
+
+
+def default_checkpoint(run_dir: Path) -> ModelCheckpoint:
+    """last.ckpt and the best checkpoint by val/acc1, in `<run_dir>/checkpoints/`."""
+    return ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        monitor="val/acc1",
+        mode="max",
+        save_last=True,
+        filename="best-epoch={epoch:03d}-acc1={val/acc1:.4f}",
+        auto_insert_metric_name=False,
+    )
 
 
 class AlternetCLI(LightningCLI):
-    """LightningCLI with run directories, always-on CSV logging, checkpoints and analysis callbacks."""
+    """LightningCLI with run directories, always-on CSV logging, checkpoints and analysis callbacks.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.run_dir: Path | None = None
-        argv = kwargs.get("args")
-        self._argv = [str(a) for a in argv] if isinstance(argv, list) else sys.argv[1:]
-        super().__init__(*args, **kwargs)
+    Only LightningCLI's public hooks: `add_arguments_to_parser` (our options),
+    `before_instantiate_classes` (the run directory and its config.yaml) and `instantiate_trainer`
+    (the run directory, the CSV logger, the default checkpoint and the analyses as Trainer arguments).
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -66,50 +75,33 @@ class AlternetCLI(LightningCLI):
             help="analysis callbacks (see configs/analysis/*.yaml)",
         )
 
+    def experiment_name(self) -> str:
+        """`--experiment`, else the stem of the first `--config` file (jsonargparse records the
+        files it read under `config`), else "default"."""
+        if self.config.get("experiment"):
+            return str(self.config["experiment"])
+        files = self.config.get("config") or []
+        return Path(str(files[0])).stem if files else "default"
+
     def before_instantiate_classes(self) -> None:
         config = self.config
-        experiment = config.get("experiment") or _experiment_from_argv(self._argv)
-        self.run_dir = make_run_dir(config.get("runs_dir", "runs"), experiment, config.get("version"))
-        os.environ.setdefault("WANDB_DIR", str(self.run_dir))
-        default_wandb_offline()
+        self.experiment = self.experiment_name()
+        self.run_dir = make_run_dir(config.get("runs_dir", "runs"), self.experiment, config.get("version"))
         if global_rank_from_env() == 0:
             text = self.parser.dump(config, skip_none=False)
             write_text(self.run_dir / "config.yaml", text)
-        self.experiment = experiment
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        run_dir = self.run_dir
-        config["default_root_dir"] = str(run_dir)
-        user_loggers = config.get("logger")
-        if isinstance(user_loggers, Logger):
-            user_loggers = [user_loggers]
-        elif not isinstance(user_loggers, list):
-            user_loggers = []
-        for logger in user_loggers:
-            if hasattr(logger, "_wandb_init"):  # W&B: grouped per experiment, files in the run directory
-                logger._wandb_init["group"] = logger._wandb_init.get("group") or self.experiment
-                if logger._wandb_init.get("dir") in (None, ".", "./"):
-                    logger._wandb_init["dir"] = logger._save_dir = str(run_dir)
-        config["logger"] = [CSVLogger(save_dir=str(run_dir), name="", version="")] + user_loggers
-        analyses = self._get(self.config_init, "analyses") or []
-        existing = config.get("callbacks") or []
-        if not isinstance(existing, list):
-            existing = [existing]
-        if config.get("enable_checkpointing", True) is not False and not any(
-            isinstance(c, ModelCheckpoint) for c in existing
-        ):
-            callbacks = callbacks + [
-                ModelCheckpoint(
-                    dirpath=str(run_dir / "checkpoints"),
-                    monitor="val/acc1",
-                    mode="max",
-                    save_last=True,
-                    filename="best-epoch={epoch:03d}-acc1={val/acc1:.4f}",
-                    auto_insert_metric_name=False,
-                )
-            ]
-        config["callbacks"] = existing
-        return super()._instantiate_trainer(config, callbacks + list(analyses))
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self.config_init.get("trainer") or {}
+        loggers = [CSVLogger(save_dir=str(self.run_dir), name="", version="")]
+        loggers += _as_list(trainer_config.get("logger"))
+        callbacks = _as_list(trainer_config.get("callbacks"))
+        checkpointing = trainer_config.get("enable_checkpointing", True) is not False
+        if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(default_checkpoint(self.run_dir))
+        callbacks += list(self.config_init.get("analyses") or [])
+        kwargs = {"default_root_dir": str(self.run_dir), "logger": loggers, "callbacks": callbacks, **kwargs}
+        return super().instantiate_trainer(**kwargs)
 
 
 def summarize(run_dir: Path, trainer: Trainer) -> str:
@@ -162,7 +154,7 @@ def main(args: list[str] | None = None) -> AlternetCLI:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-__all__ = ["AlternetCLI", "main", "SyntheticDataModule"]
+__all__ = ["AlternetCLI", "default_checkpoint", "main", "summarize"]
 
 if __name__ == "__main__":
     main()

@@ -1,13 +1,18 @@
-"""Loggers: a W&B logger that can never kill a training run, and offline-by-default set-up."""
+"""Loggers: a W&B logger that can never kill a training run, offline by default, filed by run."""
 
 from __future__ import annotations
 
 import logging
 import netrc
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
+
+from alternet_pl.runs import RUN_DIR_ENV
+
+__all__ = ["SafeWandbLogger", "default_wandb_offline"]
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +30,37 @@ def default_wandb_offline() -> None:
 
 
 class SafeWandbLogger(WandbLogger):
-    """`WandbLogger` whose failures (network, auth, disk) are logged as warnings and then ignored.
+    """`WandbLogger` with this project's defaults, whose failures never stop training.
 
-    After the first failure it disables itself, so training goes on with the other loggers.
+    Defaults: offline unless an API key is configured (`default_wandb_offline`); inside a `fit` run
+    (`ALTERNET_RUN_DIR` set) its files go to the run directory and the run joins the W&B group of its
+    experiment (`runs/<experiment>/<version>`), so ResNet / ViT / AlterNet runs of one experiment
+    sit side by side. Explicit `save_dir` / `dir` / `group` win.
+
+    Failures (network, auth, disk) are logged as warnings; after the first one the logger disables
+    itself, so training goes on with the other loggers.
+
+    Args:
+        name: the W&B run name.
+        save_dir: where W&B writes its files (default: the run directory, else ".").
+        group: the W&B group (default: the run's experiment name).
+        kwargs: any other `WandbLogger` / `wandb.init` argument (project, tags, offline, ...).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        save_dir: str | None = None,
+        group: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         default_wandb_offline()
-        super().__init__(*args, **kwargs)
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        if save_dir is None and kwargs.get("dir") is None:
+            save_dir = run_dir or "."
+        if group is None and run_dir:
+            group = Path(run_dir).parent.name
+        super().__init__(name=name, save_dir=save_dir, group=group, **kwargs)
         self._failed = False
 
     def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> Any:

@@ -12,8 +12,9 @@ import argparse
 import csv
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -21,8 +22,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alternet_pl.analysis.results import read_json, write_figure, write_text  # noqa: E402
-from alternet_pl.plots.features import load_freq_noise_runs, plot_freq_noise, scatter_by_kind  # noqa: E402
+from alternet_pl.analysis.records import (  # noqa: E402
+    AnalysisRecord,
+    FourierRecord,
+    FreqNoiseRecord,
+    HessianRecord,
+    LandscapeRecord,
+    LesionRecord,
+    VarianceRecord,
+)
+from alternet_pl.analysis.results import write_figure, write_text  # noqa: E402
+from alternet_pl.plots.features import plot_freq_noise, scatter_by_kind  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv, side_by_side  # noqa: E402
 
 #: the model trio each scale trains: (label, config files, extra flags)
@@ -40,7 +50,7 @@ SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         )
     ],
     "paper": [
-        (name, [f"experiments/{exp}.yaml", "configs/trainer/ddp.yaml", "configs/analysis/full.yaml"], [])
+        (name, [f"experiments/{exp}.yaml", "configs/trainer/ddp.yaml", "configs/analysis/paper.yaml"], [])
         for name, exp in (
             ("resnet", "resnet50_cifar100"),
             ("vit", "vit_ti_cifar100"),
@@ -57,6 +67,19 @@ def latest(run: Path, analysis: str, suffix: str = ".json") -> Path | None:
         key=lambda p: int(m.group(1)) if (m := re.search(r"epoch=(\d+)", p.name)) else -1,
     )
     return files[-1] if files else None
+
+
+R = TypeVar("R", bound=AnalysisRecord)
+
+
+def latest_record(run: Path, analysis: str, kind: type[R]) -> R | None:
+    """The latest record of an analysis in a run (None if it never ran).
+
+    Raises:
+        RecordError: the file lacks a field of `kind` (written by another version).
+    """
+    path = latest(run, analysis)
+    return kind.from_files(path) if path else None
 
 
 def run_label(run: Path) -> str:
@@ -79,34 +102,41 @@ def final_metrics(run: Path) -> dict[str, float]:
 
 def accuracy_table(runs: Sequence[Path], out: Path) -> Path:
     cols = ["val/acc1", "val/acc5", "val/nll", "val/ece"]
-    scalar_cols = [
-        ("hessian", "top_eig"),
-        ("hessian", "min_eig"),
-        ("hessian", "trace"),
-        ("landscape", "center_loss"),
-    ]
-    header = ["run", *cols, *[f"{a}/{k}" for a, k in scalar_cols]]
+    analysis_cols = ["hessian/top_eig", "hessian/min_eig", "hessian/trace", "landscape/center_loss"]
+    header = ["run", *cols, *analysis_cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         metrics = final_metrics(run)
         row = [run_label(run)] + [f"{metrics[c]:.4f}" if c in metrics else "-" for c in cols]
-        for analysis, key in scalar_cols:
-            path = latest(run, analysis)
-            value = read_json(path).get("scalars", {}).get(key) if path else None
-            row.append(f"{value:.4g}" if isinstance(value, int | float) else "-")
+        hessian = latest_record(run, "hessian", HessianRecord)
+        landscape = latest_record(run, "landscape", LandscapeRecord)
+        values = [
+            hessian.top_eig if hessian else None,
+            hessian.min_eig if hessian else None,
+            hessian.trace if hessian else None,
+            landscape.center_loss if landscape else None,
+        ]
+        row += [f"{v:.4g}" if isinstance(v, int | float) else "-" for v in values]
         lines.append("| " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
     write_text(out / "table_results.md", text)
     return out / "table_results.md"
 
 
-def _by_depth_panels(runs: Sequence[Path], analysis: str, key: str, ylabel: str, logy: bool = False):
-    found = [(run, read_json(p)) for run in runs if (p := latest(run, analysis))]
+def _by_depth_panels(
+    runs: Sequence[Path],
+    analysis: str,
+    kind: type[FourierRecord | VarianceRecord | LesionRecord],
+    values: Callable[[Any], Sequence[float]],
+    ylabel: str,
+    logy: bool = False,
+):
+    found = [(run, r) for run in runs if (r := latest_record(run, analysis, kind))]
     if not found:
         return None
     fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.4), squeeze=False, sharey=not logy)
-    for ax, (run, data) in zip(axes[0], found):
-        scatter_by_kind(ax, data["depth"], data[key], data["kinds"])
+    for ax, (run, record) in zip(axes[0], found):
+        scatter_by_kind(ax, record.depth, values(record), record.kinds)
         ax.set_title(run_label(run))
         if logy:
             ax.set_yscale("log")
@@ -118,16 +148,17 @@ def _by_depth_panels(runs: Sequence[Path], analysis: str, key: str, ylabel: str,
 def hessian_figure(runs: Sequence[Path]):
     """Paper Fig. 1 style: the per-run distribution of Hessian eigenvalues (per-batch spectrum when
     recorded, else the SLQ density nodes weighted by their weights)."""
-    found = [(run, np.load(p)) for run in runs if (p := latest(run, "hessian", ".npz"))]
+    found = [(run, r) for run in runs if (r := latest_record(run, "hessian", HessianRecord))]
     if not found:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for run, arrays in found:
-        if "spectrum" in arrays:
-            values = np.asarray(arrays["spectrum"], dtype=float).reshape(-1)
+    for run, record in found:
+        if record.spectrum is not None:
+            values = np.asarray(record.spectrum, dtype=float).reshape(-1)
             ax.hist(values, bins=30, density=True, histtype="step", lw=1.5, label=run_label(run))
-        elif "density_nodes" in arrays:
-            nodes, weights = arrays["density_nodes"].reshape(-1), arrays["density_weights"].reshape(-1)
+        elif record.density_nodes is not None:
+            nodes = np.asarray(record.density_nodes).reshape(-1)
+            weights = np.asarray(record.density_weights).reshape(-1)
             ax.hist(
                 nodes, bins=30, weights=weights, density=True, histtype="step", lw=1.5, label=run_label(run)
             )
@@ -141,12 +172,9 @@ def hessian_figure(runs: Sequence[Path]):
 def landscape_figure(runs: Sequence[Path], official: Sequence[Path] = ()):
     grids = {}
     for run in runs:
-        path = latest(run, "landscape", ".npz")
-        if path is None:
-            continue
-        arrays = np.load(path)
-        if arrays["loss"].ndim == 2:
-            grids[run_label(run)] = {"x": arrays["coords"], "y": arrays["coords"], "loss": arrays["loss"]}
+        record = latest_record(run, "landscape", LandscapeRecord)
+        if record is not None and record.dims == 2:
+            grids[run_label(run)] = {"x": record.coords, "y": record.coords, "loss": record.loss}
     for path in official:
         grids[f"official: {Path(path).stem}"] = read_official_csv(path)
     return side_by_side(grids) if grids else None
@@ -160,16 +188,18 @@ def draw(runs: Sequence[Path], out: Path, official: Sequence[Path] = ()) -> list
         "fig1_hessian_spectra": hessian_figure(runs),
         "fig_landscape": landscape_figure(runs, official),
         "fig2a_fourier_hf_by_depth": _by_depth_panels(
-            runs, "fourier", "hf", r"$\Delta$ log amplitude at $\pi$"
+            runs, "fourier", FourierRecord, lambda r: r.hf, r"$\Delta$ log amplitude at $\pi$"
         ),
         "fig_variance_by_depth": _by_depth_panels(
-            runs, "variance", "variance", "feature map variance", logy=True
+            runs, "variance", VarianceRecord, lambda r: r.variance, "feature map variance", logy=True
         ),
-        "fig_lesion_by_depth": _by_depth_panels(runs, "lesion", "drop", "accuracy drop"),
+        "fig_lesion_by_depth": _by_depth_panels(
+            runs, "lesion", LesionRecord, lambda r: r.drop, "accuracy drop"
+        ),
     }
-    noise = [p for run in runs if (p := latest(run, "freq_noise"))]
+    noise = [(run_label(run), r) for run in runs if (r := latest_record(run, "freq_noise", FreqNoiseRecord))]
     if noise:
-        figures["fig2b_freq_noise"] = plot_freq_noise(load_freq_noise_runs(noise))
+        figures["fig2b_freq_noise"] = plot_freq_noise([(label, r.freqs, r.delta) for label, r in noise])
     for name, fig in figures.items():
         if fig is not None:
             written.append(write_figure(out / f"{name}.png", fig))

@@ -3,9 +3,13 @@
 import lightning.pytorch as pl
 import pytest
 
-from alternet_pl.callbacks.base import AnalysisCallback, AnalysisResult
+from alternet_pl.analysis.records import ScalarRecord
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisFailure
+from alternet_pl.callbacks.options import AnalysisData, Schedule
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.module import ImageClassifier
+
+ONE_BATCH = AnalysisData(num_batches=1)
 
 
 class Probe(AnalysisCallback):
@@ -22,7 +26,7 @@ class Probe(AnalysisCallback):
         self.events.append(
             ("analysis", context.epoch, trainer.state.stage, next(model.parameters()).device.type)
         )
-        return AnalysisResult(scalars={"epoch": float(context.epoch)})
+        return ScalarRecord(values={"epoch": float(context.epoch)})
 
 
 class Order(pl.Callback):
@@ -57,7 +61,7 @@ def _fit(tmp_path, callbacks, warmup_epochs=1.5, epochs=3):
 
 def test_schedule_and_fit_end_before_teardown(tmp_path):
     events = []
-    probe = Probe(events, at=["warmup_end", "fit_end"], num_batches=1)
+    probe = Probe(events, schedule=Schedule(at=("warmup_end", "fit_end")), data=ONE_BATCH)
     _fit(tmp_path, [probe, Order(events)])
     analyses = [e for e in events if e[0] == "analysis"]
     # warm-up of 1.5 epochs ends during epoch 2; fit end after epoch 3, still in the training stage
@@ -70,15 +74,40 @@ def test_schedule_and_fit_end_before_teardown(tmp_path):
 
 def test_every_n_epochs(tmp_path):
     events = []
-    _fit(tmp_path, [Probe(events, at=[], every_n_epochs=2, num_batches=1)], epochs=4)
+    _fit(tmp_path, [Probe(events, schedule=Schedule(at=(), every_n_epochs=2), data=ONE_BATCH)], epochs=4)
     assert [e[1] for e in events] == [2, 4]
 
 
 def test_failure_is_logged_on_one_process_and_raised_when_strict(tmp_path):
-    probe = Probe([], fail=True, at=["fit_end"], num_batches=1)
+    probe = Probe([], fail=True, data=ONE_BATCH)
     trainer = _fit(tmp_path, [probe], epochs=1)
-    assert trainer.state.finished and probe.failures == [1]
+    assert trainer.state.finished
+    assert probe.failures == [AnalysisFailure("epoch", 1, "RuntimeError: probe failure")]
     with pytest.raises(RuntimeError, match="probe failure"):
-        _fit(
-            tmp_path / "strict", [Probe([], fail=True, strict=True, at=["fit_end"], num_batches=1)], epochs=1
-        )
+        _fit(tmp_path / "strict", [Probe([], fail=True, strict=True, data=ONE_BATCH)], epochs=1)
+
+
+def test_state_dict_holds_what_ran_and_failed_and_a_restored_callback_skips_it(tmp_path):
+    events = []
+    probe = Probe(events, schedule=Schedule(at=("fit_start", "fit_end"), every_n_epochs=1), data=ONE_BATCH)
+    _fit(tmp_path, [probe], epochs=2)
+    state = probe.state_dict()
+    assert state == {"done": [["epoch", 1], ["epoch", 2], ["fit_start", 0]], "failures": []}
+    restored = Probe([], schedule=probe.schedule, data=ONE_BATCH)
+    restored.load_state_dict({**state, "failures": [{"when": "epoch", "epoch": 1, "error": "x"}]})
+    assert restored.done == probe.done and restored.failures == [AnalysisFailure("epoch", 1, "x")]
+    _fit(tmp_path / "again", [restored], epochs=2)
+    assert restored.events == []  # everything had already run: nothing twice
+
+
+def test_options_reject_bad_values_with_one_line():
+    for make, match in (
+        (lambda: AnalysisData(split="test"), "AnalysisData: split='test'"),
+        (lambda: AnalysisData(num_batches=0), "AnalysisData: num_batches=0"),
+        (lambda: Schedule(at=("end",)), "Schedule: at='end'"),
+        (lambda: Schedule(every_n_epochs=0), "Schedule: every_n_epochs=0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make()
+    with pytest.raises(TypeError, match="AnalysisData"):
+        Probe([], data={"num_batches": 1})

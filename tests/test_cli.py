@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from alternet_pl import fit
+from alternet_pl.analysis.records import HessianRecord
 from alternet_pl.runs import make_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +82,13 @@ def test_run_dir_is_never_reused(tmp_path, monkeypatch):
     monkeypatch.delenv("ALTERNET_RUN_DIR", raising=False)
     for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "SLURM_PROCID", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
+    # plain pops: monkeypatch.delenv would record each run's value and restore the first at teardown
     a = make_run_dir(tmp_path, "exp")
-    monkeypatch.delenv("ALTERNET_RUN_DIR")
+    os.environ.pop("ALTERNET_RUN_DIR")
     b = make_run_dir(tmp_path, "exp", version="mine")
-    monkeypatch.delenv("ALTERNET_RUN_DIR")
+    os.environ.pop("ALTERNET_RUN_DIR")
     c = make_run_dir(tmp_path, "exp", version="mine")
-    monkeypatch.delenv("ALTERNET_RUN_DIR")
+    os.environ.pop("ALTERNET_RUN_DIR")
     assert (a.name, b.name) == ("version_0", "mine")
     assert c != b and c.name.startswith("mine_version_")
     assert len({a, b, c}) == 3 and all(p.is_dir() for p in (a, b, c))
@@ -140,13 +142,17 @@ def test_quickstart_with_light_analyses_then_analyze_and_report(tmp_path):
             "--analysis",
             "hessian",
             "fourier",
-            "--hessian.k=2",
-            "--hessian.trace_samples=0",
+            "--hessian.eigen.k=2",
+            "--hessian.trace.samples=0",
         ]
     )
     assert set(results) == {"hessian", "fourier"}
     post = sorted((run / "analysis" / "hessian").glob("last-epoch=*.json"))
-    assert len(post) == 1 and '"k": 2' in post[0].read_text()
+    assert len(post) == 1
+    settings = HessianRecord.from_files(post[0]).settings
+    assert settings["eigen"]["k"] == 2 and settings["trace"]["samples"] == 0  # the flags
+    assert settings["data"]["batch_size"] == 32 and settings["density"]["steps"] == 12  # the run's config
+    assert results["hessian"].trace is None and len(results["hessian"].eigenvalues) == 2
 
     official = tmp_path / "cifar100_vit_ti_losslandscape.csv"  # the official repo's headerless layout
     rows = [
@@ -175,3 +181,49 @@ def test_analyze_rejects_unknown_analysis(tmp_path, capsys):
     with pytest.raises(SystemExit):
         analyze.main(["--config", "x.yaml", "--ckpt_path", "y.ckpt", "--analysis", "hesian"])
     assert "hesian" in capsys.readouterr().err
+
+
+def test_experiment_defaults_to_the_first_config_files_name(tmp_path):
+    exp = tmp_path / "my_exp.yaml"
+    text = (ROOT / "experiments/quickstart.yaml").read_text().replace("experiment: quickstart\n", "")
+    exp.write_text(text)
+    cli = fit.main(["--config", str(exp), f"--runs_dir={tmp_path / 'runs'}", *TINY, "--trainer.max_epochs=0"])
+    assert cli.run_dir == tmp_path / "runs" / "my_exp" / "version_0"
+
+
+def test_paper_fragment_shows_the_papers_choices(capsys):
+    with pytest.raises(SystemExit):
+        fit.main(
+            [
+                "--config",
+                str(ROOT / "experiments/quickstart.yaml"),
+                "--config",
+                str(ROOT / "configs/analysis/paper.yaml"),
+                "--print_config",
+            ]
+        )
+    import yaml
+
+    analyses = {
+        a["class_path"].split(".")[-1]: a["init_args"]
+        for a in yaml.safe_load(capsys.readouterr().out)["analyses"]
+    }
+    hessian, landscape = analyses["HessianCallback"], analyses["LandscapeCallback"]
+    for options in (hessian, landscape):
+        assert options["data"]["split"] == "train" and options["data"]["augment"] is True
+        assert options["weight_decay"] == {"coefficient": 0.05, "form": "norm"}
+    assert hessian["spectrum"] == {"enabled": True, "k": 5, "which": "LM"}
+    assert landscape["norm"] == "official"
+
+
+def test_analyze_rejects_a_run_config_with_options_this_version_lacks(tmp_path):
+    from alternet_pl import analyze
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model: {model: resnet_cifar_micro}\ndata: {class_path: alternet_pl.data.SyntheticDataModule}\n"
+        "analyses:\n  - class_path: alternet_pl.callbacks.hessian.HessianCallback\n"
+        "    init_args: {paper_setting: true}\n"
+    )
+    with pytest.raises(ValueError, match="paper_setting"):
+        analyze.main(["--config", str(config), "--ckpt_path", "x.ckpt", "--analysis", "hessian"])

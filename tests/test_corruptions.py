@@ -85,6 +85,7 @@ def test_imagenet_c_folder_layout(tmp_path):
 
 
 def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
+    from alternet_pl.callbacks.options import AnalysisData
     from alternet_pl.callbacks.robustness import CorruptionCallback
     from tests.test_fourier import _module_and_data
 
@@ -101,8 +102,7 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
         corruptions=["fog", "snow"],
         severities=[1, 3],
         eval_batch_size=3,
-        num_batches=1,
-        batch_size=8,
+        data=AnalysisData(num_batches=1, batch_size=8),
     )
     cb = CorruptionCallback(**kw)
     res = cb.run(module, dm, tmp_path / "run", epoch=0)
@@ -112,9 +112,9 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
     x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.2
     with torch.no_grad():
         acc = (model(x).argmax(-1).numpy() == labels[8:12]).mean()
-    assert res.summary["metrics"]["snow"][3]["acc"] == pytest.approx(acc)
-    errs = res.summary["errors"]
-    assert res.scalars["mean_corruption_error"] == pytest.approx(np.mean(errs["fog"] + errs["snow"]))
+    assert res.metrics["snow"]["3"]["acc"] == pytest.approx(acc)
+    errs = res.errors
+    assert res.mean_corruption_error == pytest.approx(np.mean(errs["fog"] + errs["snow"]))
     base = tmp_path / "run" / "analysis" / "corruption" / "epoch=000.json"
     assert base.is_file()
     # mCE through the callback against a hand-written baseline file with known errors
@@ -122,7 +122,7 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
     hand.write_text(json.dumps({"errors": {"fog": [0.5, 0.5], "snow": [0.25, 0.25]}, "severities": [1, 3]}))
     again = CorruptionCallback(baseline=str(hand), **kw).run(module, dm, tmp_path / "r2", 0)
     expected = (sum(errs["fog"]) / 1.0 + sum(errs["snow"]) / 0.5) / 2
-    assert again.scalars["mce"] == pytest.approx(expected)
+    assert again.mce == pytest.approx(expected)
     hand.write_text(json.dumps({"errors": {"fog": [0.5, 0.5], "snow": [0.25, 0.25]}, "severities": [2, 4]}))
     with pytest.raises(ValueError, match="severities"):
         CorruptionCallback(baseline=str(hand), **kw).run(module, dm, tmp_path / "r3", 0)

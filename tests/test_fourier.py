@@ -335,7 +335,7 @@ def _snapshot(module):
 @pytest.mark.parametrize("name", ["fourier", "variance", "freq_noise", "lesion"])
 def test_callbacks_write_results_and_restore_module(name, tmp_path):
     from alternet_pl.analysis.results import read_json
-    from alternet_pl.callbacks import ANALYSES
+    from alternet_pl.callbacks import ANALYSES, AnalysisData
 
     module, dm = _module_and_data("vit_cifar_micro" if name == "lesion" else "alternet_cifar_micro")
     module.train()
@@ -345,7 +345,7 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
     opt.step()
     before = _snapshot(module)
     kwargs = {"freqs": [0.3, 0.9], "eps": 0.5} if name == "freq_noise" else {}
-    cb = ANALYSES[name](num_batches=2, batch_size=8, **kwargs)
+    cb = ANALYSES[name](data=AnalysisData(num_batches=2, batch_size=8), **kwargs)
     result = cb.run(module, dm, tmp_path, epoch=3, optimizers=[opt])
     after = _snapshot(module)
     assert all(torch.equal(v, after[0][k]) for k, v in before[0].items())
@@ -354,13 +354,13 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
     out = tmp_path / "analysis" / name
     assert (out / "epoch=003.json").is_file() and (out / "epoch=003.png").is_file()
     saved = read_json(out / "epoch=003.json")
-    assert saved["analysis"] == name and set(saved["scalars"]) == set(result.scalars)
+    assert saved["record"] == type(result).__name__ and set(saved["scalars"]) == set(result.scalars())
     batches_ = dm.analysis_batches("val", 2, 8)
     if name == "fourier":
         ref = fourier.model_delta_log_amplitude(module.model, batches_)
         assert saved["layers"] == list(ref) and {"conv", "msa"} <= set(saved["kinds"])
         np.testing.assert_allclose(saved["hf"], [float(c[-1]) for c in ref.values()])
-        assert "hf_change_msa" in result.scalars and "hf_change_conv" in result.scalars
+        assert "hf_change_msa" in result.by_kind and "hf_change_conv" in result.by_kind
     elif name == "variance":
         ref = variance.model_feature_map_variance(module.model, batches_)
         np.testing.assert_allclose(saved["variance"], list(ref.values()))
@@ -368,22 +368,20 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
         ref = robustness.frequency_noise_accuracy(module.model, batches_, [0.3, 0.9], 0.5, 0.2)
         np.testing.assert_allclose(saved["delta"], ref)
     else:
-        assert any(n.endswith(".attn") for n in saved["layers"]) and "drop_msa" in result.scalars
+        assert any(n.endswith(".attn") for n in saved["layers"]) and "drop_msa" in result.scalars()
         assert saved["acc"] == list(lesion.lesion_accuracy(module.model, batches_)["acc"].values())
 
 
 def test_freq_noise_plot_takes_several_runs(tmp_path):
-    from alternet_pl.analysis.results import write_json
+    from alternet_pl.analysis.records import FreqNoiseRecord
     from alternet_pl.plots.features import load_freq_noise_runs, plot_freq_noise
 
     paths = []
     for run in ("resnet", "vit"):
-        paths.append(
-            write_json(
-                tmp_path / run / "v0" / "analysis" / "freq_noise" / "epoch=001.json",
-                {"freqs": [0.1, 0.5], "delta": [0.0, -0.1]},
-            )
+        record = FreqNoiseRecord(
+            freqs=[0.1, 0.5], eps=0.1, width=0.2, clean_acc=0.5, acc=[0.5, 0.4], delta=[0.0, -0.1]
         )
+        paths.append(record.to_files(tmp_path / run / "v0" / "analysis" / "freq_noise", "epoch=001")["json"])
     runs = load_freq_noise_runs(paths)
     assert [r[0] for r in runs] == ["resnet/v0", "vit/v0"]
     fig = plot_freq_noise(runs)
@@ -393,15 +391,16 @@ def test_freq_noise_plot_takes_several_runs(tmp_path):
 def test_trainer_fit_runs_feature_callbacks(tmp_path):
     import lightning.pytorch as pl
 
+    from alternet_pl.callbacks import AnalysisData
     from alternet_pl.callbacks.fourier import FourierCallback
     from alternet_pl.callbacks.robustness import FreqNoiseCallback
     from alternet_pl.callbacks.variance import VarianceCallback
 
     module, dm = _module_and_data()
     cbs = [
-        FourierCallback(num_batches=1, batch_size=8),
-        VarianceCallback(num_batches=1, batch_size=8),
-        FreqNoiseCallback(freqs=[0.5], num_batches=1, batch_size=8),
+        FourierCallback(data=AnalysisData(num_batches=1, batch_size=8)),
+        VarianceCallback(data=AnalysisData(num_batches=1, batch_size=8)),
+        FreqNoiseCallback(freqs=[0.5], data=AnalysisData(num_batches=1, batch_size=8)),
     ]
     trainer = pl.Trainer(
         max_epochs=1,

@@ -13,6 +13,14 @@ from torch.func import functional_call
 
 from alternet_pl.analysis import hessian as hs
 from alternet_pl.analysis.loss import cross_entropy_loss
+from alternet_pl.callbacks.options import (
+    AnalysisData,
+    DensityOptions,
+    EigenOptions,
+    SpectrumOptions,
+    TraceOptions,
+    WeightDecayTerm,
+)
 
 
 def make_mlp() -> nn.Module:
@@ -503,13 +511,12 @@ def test_callback_results_files_and_untouched_state(tmp_path):
     loss.backward()  # existing .grad must survive
     before = snapshot(module)
     cb = HessianCallback(
-        num_batches=3,
+        data=AnalysisData(num_batches=3),
         dtype="float64",
-        tol=1e-8,
-        max_iter=40,
-        trace_samples=200,
-        density_steps=6,
-        spectrum=True,
+        eigen=EigenOptions(tol=1e-8, max_iter=40),
+        trace=TraceOptions(samples=200),
+        density=DensityOptions(steps=6),
+        spectrum=SpectrumOptions(enabled=True),
         blockwise=True,
     )
     result = cb.run(module, data, tmp_path, epoch=2)
@@ -517,19 +524,17 @@ def test_callback_results_files_and_untouched_state(tmp_path):
     batches = data.analysis_batches("val", 3, None, False, 0, None)
     h = dense_hessian(module.model, batches)
     evals = torch.linalg.eigvalsh(h)
-    assert result.scalars["top_eig"] == pytest.approx(float(evals[-1]), rel=1e-6)
-    assert result.scalars["min_eig"] == pytest.approx(float(evals[0]), rel=1e-6, abs=1e-9)
-    assert result.scalars["trace"] == pytest.approx(
-        float(h.trace()), abs=4 * result.scalars["trace_stderr"] + 1e-9
-    )
-    assert result.arrays["spectrum"].shape == (3, 2)
+    assert result.top_eig == pytest.approx(float(evals[-1]), rel=1e-6)
+    assert result.min_eig == pytest.approx(float(evals[0]), rel=1e-6, abs=1e-9)
+    assert result.trace == pytest.approx(float(h.trace()), abs=4 * result.trace_stderr + 1e-9)
+    assert result.spectrum.shape == (3, 2)
     nb = sum(p.numel() for p in module.model.block.branch.parameters())
     assert [n for n, _ in module.model.named_parameters()][:4] == [
         f"block.branch.{i}" for i in ("0.weight", "0.bias", "1.weight", "1.bias")
     ]
     sub = torch.linalg.eigvalsh(h[:nb, :nb])
-    assert result.summary["block_names"] == ["block"]
-    assert result.arrays["block_top_eig"][0] == pytest.approx(float(sub[-1]), rel=1e-6)
+    assert result.block_names == ["block"]
+    assert result.block_top_eig[0] == pytest.approx(float(sub[-1]), rel=1e-6)
     out = tmp_path / "analysis" / "hessian"
     for name in (
         "epoch=002.json",
@@ -541,26 +546,25 @@ def test_callback_results_files_and_untouched_state(tmp_path):
         assert (out / name).is_file(), name
 
 
-def test_callback_paper_setting_adds_the_weight_decay_term():
+def test_callback_weight_decay_term_enters_the_hessian():
     from alternet_pl.callbacks.base import AnalysisContext
     from alternet_pl.callbacks.hessian import HessianCallback
 
     cb = HessianCallback(
-        paper_setting=True,
         dtype="float64",
-        tol=1e-9,
-        max_iter=40,
-        trace_samples=0,
-        density=False,
-        spectrum_k=2,
+        eigen=EigenOptions(tol=1e-9, max_iter=40),
+        trace=TraceOptions(samples=0),
+        density=DensityOptions(enabled=False),
+        spectrum=SpectrumOptions(enabled=True, k=2, which="LM"),
+        weight_decay=WeightDecayTerm(0.05, "norm"),
     )
-    assert (cb.data, cb.augment, cb.spectrum, cb.spectrum_which) == ("train", True, True, "LM")
     module, batches = StandInModule(), make_batches((2, 5, 5))
     ctx = AnalysisContext(epoch=0, out_dir=None, rank=0, world_size=1, module=module)
     result = cb.compute(module.model, cross_entropy_loss, batches, ctx)
     op = op_for(module.model, batches, weight_decay=0.05, weight_decay_form="norm")
-    assert result.summary["weight_decay"] == 0.05
-    assert result.scalars["top_eig"] == pytest.approx(
+    assert cb.settings()["weight_decay"] == {"coefficient": 0.05, "form": "norm"}
+    assert result.spectrum_which == "LM" and result.spectrum.shape == (3, 2)
+    assert result.top_eig == pytest.approx(
         float(hs.top_eigenvalues(op, tol=1e-9).eigenvalues[0]), rel=1e-7
     )
 
@@ -568,9 +572,16 @@ def test_callback_paper_setting_adds_the_weight_decay_term():
 def test_callback_bad_arguments():
     from alternet_pl.callbacks.hessian import HessianCallback
 
-    for kwargs in ({"k": 0}, {"dtype": "half"}, {"mode": "x"}, {"trace_samples": 2}, {"spectrum_which": "X"}):
+    for kwargs in ({"dtype": "half"}, {"mode": "x"}):
         with pytest.raises(ValueError, match="HessianCallback"):
             HessianCallback(**kwargs)
+    for make, match in (
+        (lambda: EigenOptions(k=0), "EigenOptions: k=0"),
+        (lambda: TraceOptions(samples=2), "TraceOptions: samples=2"),
+        (lambda: SpectrumOptions(which="X"), "SpectrumOptions: which='X'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make()
 
 
 def test_callback_on_the_real_micro_alternet(tmp_path):
@@ -584,21 +595,18 @@ def test_callback_on_the_real_micro_alternet(tmp_path):
     data = SyntheticDataModule(num_train=32, num_val=32, batch_size=16)
     before = snapshot(module)
     cb = HessianCallback(
-        num_batches=1,
-        batch_size=16,
-        tol=1e-2,
-        max_iter=30,
-        trace_samples=0,
-        density_steps=8,
+        data=AnalysisData(num_batches=1, batch_size=16),
+        eigen=EigenOptions(k=1, tol=1e-2, max_iter=30),
+        trace=TraceOptions(samples=0),
+        density=DensityOptions(steps=8),
         blockwise=True,
-        k=1,
     )
     result = cb.run(module, data, tmp_path, epoch=0)
     assert_same(before, snapshot(module))
-    assert result.summary["converged"]
-    assert result.scalars["min_eig"] <= result.scalars["top_eig"]
-    kinds = result.summary["block_kinds"]
-    assert "msa" in kinds and "conv" in kinds and len(result.arrays["block_top_eig"]) == len(kinds)
+    assert result.converged
+    assert result.min_eig <= result.top_eig
+    kinds = result.block_kinds
+    assert "msa" in kinds and "conv" in kinds and len(result.block_top_eig) == len(kinds)
 
 
 # ---- torch.distributed --------------------------------------------------------------------------------
@@ -612,13 +620,12 @@ def _ddp_worker(out_dir: str) -> dict:
     v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     module = StandInModule()
     cb = HessianCallback(
-        num_batches=3,
+        data=AnalysisData(num_batches=3),
         dtype="float64",
-        tol=1e-9,
-        max_iter=40,
-        trace_samples=12,
-        density_steps=5,
-        spectrum=True,
+        eigen=EigenOptions(tol=1e-9, max_iter=40),
+        trace=TraceOptions(samples=12),
+        density=DensityOptions(steps=5),
+        spectrum=SpectrumOptions(enabled=True),
     )
     res = cb.run(module, StandInData(), out_dir, epoch=0)
     return {
@@ -627,8 +634,8 @@ def _ddp_worker(out_dir: str) -> dict:
         "spectrum": hs.max_eigenvalue_spectrum(
             model, cross_entropy_loss, batches, k=1, dtype=torch.float64, tol=1e-9, max_iter=43
         ),
-        "scalars": res.scalars,
-        "arrays": res.arrays,
+        "scalars": res.scalars(),
+        "arrays": {k: getattr(res, k) for k in res.array_fields() if getattr(res, k) is not None},
     }
 
 

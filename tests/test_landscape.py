@@ -17,6 +17,7 @@ from alternet_pl.analysis import landscape as ls
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, polar
 from alternet_pl.callbacks.landscape import LandscapeCallback, TrajectoryCallback
+from alternet_pl.callbacks.options import AnalysisData, WeightDecayTerm
 from alternet_pl.plots import landscape as lplots
 from tests.distributed import run_distributed
 
@@ -367,7 +368,7 @@ class StandInData:
 def test_landscape_callback_writes_results(tmp_path):
     module, data = StandIn(), StandInData()
     before = snapshot(module)
-    cb = LandscapeCallback(steps=5, span=0.5, dims=2, num_batches=2)
+    cb = LandscapeCallback(steps=5, span=0.5, dims=2, data=AnalysisData(num_batches=2))
     result = cb.run(module, data, tmp_path, epoch=3)
     assert_same(before, snapshot(module))
     out = tmp_path / "analysis" / "landscape"
@@ -383,24 +384,29 @@ def test_landscape_callback_writes_results(tmp_path):
     batches = make_batches((4, 4), seed=1)
     dirs = ls.random_directions(module.model, n=2, seed=0)
     centre, _ = brute_force(module.model, batches, dirs, (0.0, 0.0))
-    assert result.scalars["center_loss"] == pytest.approx(centre, rel=1e-9)
+    assert result.center_loss == pytest.approx(centre, rel=1e-9)
     loss = np.load(out / "epoch=003.npz")["loss"]
     edge = np.concatenate([loss[0], loss[-1], loss[1:-1, 0], loss[1:-1, -1]])
-    assert result.scalars["edge_increase"] == pytest.approx(np.mean(edge - centre), rel=1e-9)
-    assert result.scalars["max_increase"] == pytest.approx(np.max(loss - centre), rel=1e-9)
+    assert result.edge_increase == pytest.approx(np.mean(edge - centre), rel=1e-9)
+    assert result.max_increase == pytest.approx(np.max(loss - centre), rel=1e-9)
     assert json.loads((out / "epoch=003.json").read_text())["scalars"]["center_loss"] == pytest.approx(centre)
     assert data.calls == [("val", False)]
 
 
 def test_landscape_callback_1d_even_steps_and_paper_setting(tmp_path):
     module, data = StandIn(), StandInData()
-    cb = LandscapeCallback(steps=4, dims=1, num_batches=1, paper_setting=True)
+    cb = LandscapeCallback(
+        steps=4,
+        dims=1,
+        data=AnalysisData(split="train", augment=True, num_batches=1),
+        weight_decay=WeightDecayTerm(0.05, "norm"),
+    )
     result = cb.run(module, data, tmp_path, epoch=0)
     assert data.calls == [("train", True)]
     nll, _ = brute_force(module.model, make_batches((4,), seed=1), [], ())
     l2 = sum(p.detach().norm().item() for p in module.model.parameters())
-    assert result.scalars["center_loss"] == pytest.approx(nll + 0.05 * l2, rel=1e-9)
-    assert result.arrays["loss"].shape == (4,)
+    assert result.center_loss == pytest.approx(nll + 0.05 * l2, rel=1e-9)
+    assert result.loss.shape == (4,)
     assert (tmp_path / "analysis" / "landscape" / "epoch=000.png").exists()
     with pytest.raises(ValueError, match="dims=3"):
         LandscapeCallback(dims=3)
@@ -409,7 +415,7 @@ def test_landscape_callback_1d_even_steps_and_paper_setting(tmp_path):
 @pytest.mark.parametrize("store", ["memory", "disk"])
 def test_trajectory_callback(tmp_path, store):
     module, data = StandIn(), StandInData()
-    cb = TrajectoryCallback(store=store, steps=5, num_batches=1)
+    cb = TrajectoryCallback(store=store, steps=5, data=AnalysisData(num_batches=1))
     cb._dir = tmp_path / "weights"
     torch.manual_seed(0)
     for epoch in range(4):  # a fake training run: random walk of the weights
@@ -418,11 +424,11 @@ def test_trajectory_callback(tmp_path, store):
             for p in module.model.parameters():
                 p.add_(torch.randn_like(p) * 0.05)
     result = cb.run(module, data, tmp_path, epoch=4)
-    path = result.arrays["path"]
+    path = result.path
     snaps = [np.load(s) if store == "disk" else s for s in cb.snapshots.values()]
     vecs, ref, _ = pca_directions(snaps, flatten_trainable(module.model))
     np.testing.assert_allclose(path, ref, rtol=1e-9)
-    assert result.arrays["loss"].shape == (5, 5) and np.isfinite(result.arrays["loss"]).all()
+    assert result.loss.shape == (5, 5) and np.isfinite(result.loss).all()
     assert (tmp_path / "analysis" / "trajectory" / "epoch=004_polar.png").exists()
     resumed = TrajectoryCallback(store=store)
     resumed.load_state_dict(cb.state_dict())
@@ -433,7 +439,7 @@ def test_trajectory_callback(tmp_path, store):
 
 def test_trajectory_checkpoint_of_another_architecture(tmp_path):
     torch.save({"state_dict": {"model.w": torch.zeros(2, 1)}}, tmp_path / "other.ckpt")
-    cb = TrajectoryCallback(checkpoints=[str(tmp_path / "other.ckpt")] * 2, num_batches=1)
+    cb = TrajectoryCallback(checkpoints=[str(tmp_path / "other.ckpt")] * 2, data=AnalysisData(num_batches=1))
     with pytest.raises(ValueError, match="another architecture"):
         cb.run(StandIn(), StandInData(), tmp_path, epoch=0)
 
@@ -472,8 +478,8 @@ def test_end_to_end_fit_with_both_callbacks(tmp_path):
     module = ImageClassifier(model="resnet_cifar_micro", num_classes=10, warmup_epochs=0, lr=1e-3)
     data = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
     cbs = [
-        LandscapeCallback(steps=3, span=0.5, num_batches=1, batch_size=8),
-        TrajectoryCallback(steps=3, num_batches=1, batch_size=8),
+        LandscapeCallback(steps=3, span=0.5, data=AnalysisData(num_batches=1, batch_size=8)),
+        TrajectoryCallback(steps=3, data=AnalysisData(num_batches=1, batch_size=8)),
     ]
     trainer = pl.Trainer(
         max_epochs=2,

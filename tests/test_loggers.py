@@ -44,3 +44,16 @@ def test_a_failing_wandb_does_not_stop_training(monkeypatch, tmp_path):
     )
     trainer.fit(module, datamodule=dm)
     assert trainer.state.finished and logger._failed  # W&B failed, switched itself off, training finished
+
+
+def test_wandb_defaults_follow_the_run_directory(monkeypatch, tmp_path):
+    from alternet_pl.runs import RUN_DIR_ENV
+
+    run = tmp_path / "runs" / "alter_r50" / "version_3"
+    monkeypatch.setenv(RUN_DIR_ENV, str(run))
+    logger = SafeWandbLogger(project="test", offline=True)
+    assert logger.save_dir == str(run) and logger._wandb_init["group"] == "alter_r50"
+    mine = SafeWandbLogger(project="test", offline=True, save_dir=str(tmp_path), group="mine")
+    assert mine.save_dir == str(tmp_path) and mine._wandb_init["group"] == "mine"
+    monkeypatch.delenv(RUN_DIR_ENV)
+    assert SafeWandbLogger(project="test", offline=True).save_dir == "."

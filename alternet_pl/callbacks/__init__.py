@@ -1,16 +1,46 @@
 """Thin Lightning wrappers around the pure analyses in `alternet_pl.analysis`.
 
-Every module in this package is imported here so that each `AnalysisCallback` subclass registers
-its `name` in `ANALYSES` (used by `python -m alternet_pl.analyze --analysis NAME`).
+Every analysis callback is imported here, so each registers its `name` in `ANALYSES` (used by
+`python -m alternet_pl.analyze --analysis NAME`). Grouped options live in `options`.
 """
 
-import importlib
-import pkgutil
+from alternet_pl.callbacks.base import ANALYSES, AnalysisCallback, AnalysisContext, AnalysisFailure
+from alternet_pl.callbacks.fourier import FourierCallback
+from alternet_pl.callbacks.hessian import HessianCallback
+from alternet_pl.callbacks.landscape import LandscapeCallback, TrajectoryCallback
+from alternet_pl.callbacks.layers import LayerAnalysisCallback
+from alternet_pl.callbacks.lesion import LesionCallback
+from alternet_pl.callbacks.options import (
+    AnalysisData,
+    DensityOptions,
+    EigenOptions,
+    Schedule,
+    SpectrumOptions,
+    TraceOptions,
+    WeightDecayTerm,
+)
+from alternet_pl.callbacks.robustness import CorruptionCallback, FreqNoiseCallback
+from alternet_pl.callbacks.variance import VarianceCallback
 
-from alternet_pl.callbacks.base import ANALYSES, AnalysisCallback, AnalysisContext, AnalysisResult
-
-for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "base":
-        importlib.import_module(f"{__name__}.{_info.name}")
-
-__all__ = ["ANALYSES", "AnalysisCallback", "AnalysisContext", "AnalysisResult"]
+__all__ = [
+    "ANALYSES",
+    "AnalysisCallback",
+    "AnalysisContext",
+    "AnalysisData",
+    "AnalysisFailure",
+    "CorruptionCallback",
+    "DensityOptions",
+    "EigenOptions",
+    "FourierCallback",
+    "FreqNoiseCallback",
+    "HessianCallback",
+    "LandscapeCallback",
+    "LayerAnalysisCallback",
+    "LesionCallback",
+    "Schedule",
+    "SpectrumOptions",
+    "TraceOptions",
+    "TrajectoryCallback",
+    "VarianceCallback",
+    "WeightDecayTerm",
+]

@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from alternet_pl.analysis.fourier import model_delta_log_amplitude
-from alternet_pl.callbacks.base import AnalysisContext, AnalysisResult
+from alternet_pl.analysis.records import FourierRecord
+from alternet_pl.callbacks.base import AnalysisContext
 from alternet_pl.callbacks.layers import LayerAnalysisCallback
 from alternet_pl.plots import features as plots
+
+__all__ = ["FourierCallback"]
 
 
 class FourierCallback(LayerAnalysisCallback):
@@ -28,25 +30,19 @@ class FourierCallback(LayerAnalysisCallback):
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
+    ) -> FourierRecord:
         curves = model_delta_log_amplitude(model, batches, self.layers, self.selected_kinds)
         names = list(curves)
         hf = [float(c[-1]) for c in curves.values()]
         meta = self.summarize(model, batches[0][0], names, hf, "hf")
-        width = max(len(c) for c in curves.values())
-        padded = np.full((len(names), width), np.nan)
-        for i, c in enumerate(curves.values()):
-            padded[i, : len(c)] = c.numpy()
-        summary = {
-            "layers": names,
-            "kinds": meta["kinds"],
-            "depth": meta["depth"],
-            "hf": hf,
-            "curves": {n: c.tolist() for n, c in curves.items()},
-        }
-        arrays = {"curves": padded, "hf": np.asarray(hf), "depth": np.asarray(meta["depth"])}
-        return AnalysisResult(scalars=meta["scalars"], summary=summary, arrays=arrays)
+        return FourierRecord(
+            layers=names,
+            kinds=meta["kinds"],
+            depth=[float(d) for d in meta["depth"]],
+            by_kind=meta["scalars"],
+            hf=hf,
+            curves=[[float(v) for v in c] for c in curves.values()],
+        )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        s = result.summary
-        return {"": plots.plot_fourier(s["layers"], s["kinds"], s["depth"], list(s["curves"].values()))}
+    def plot(self, record: FourierRecord, context: AnalysisContext) -> dict[str, Any]:
+        return {"": plots.plot_fourier(record.layers, record.kinds, record.depth, record.curves)}

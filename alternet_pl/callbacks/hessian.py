@@ -2,20 +2,33 @@
 and block-wise eigenvalues of the loss Hessian, on every rank (batches sharded, HVPs all-reduced).
 
 Logged scalars: `hessian/top_eig`, `hessian/min_eig`, `hessian/trace` (+ `trace_stderr`, `num_hvps`).
+Result: `HessianRecord`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from alternet_pl.analysis import hessian as hs
-from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
+from alternet_pl.analysis.records import HessianRecord
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
+from alternet_pl.callbacks.options import (
+    DensityOptions,
+    EigenOptions,
+    SpectrumOptions,
+    TraceOptions,
+    WeightDecayTerm,
+    check_choice,
+)
 from alternet_pl.plots import hessian as plots
+
+__all__ = ["HessianCallback"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -23,97 +36,71 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class HessianCallback(AnalysisCallback):
     """Hessian spectrum of the mean loss over the analysis batches.
 
+    Defaults are the clean loss on validation batches; the paper's setting (augmented training
+    batches with mixup, the weight-norm term 0.05, top-5 largest-magnitude eigenvalues per batch)
+    is `configs/analysis/paper.yaml`.
+
     Args:
-        k: number of top (largest algebraic) eigenvalues; `bottom` adds the smallest one.
-        method, tol, max_iter: see `top_eigenvalues` (Lanczos with a residual stopping rule by default).
-        mode: BatchNorm statistics, "eval" (running) or "train" (per batch, running stats untouched).
-        dtype: "float32" or "float64".
-        cache_graph: reuse each batch's first-backward graph across products (one backward per
-            product instead of forward + two; memory of the graphs; off automatically for float64).
-        trace_samples: HVPs for the trace estimate (0: skip); `trace_method` "hutch++" or "hutchinson".
-        density: SLQ density with `density_runs` runs of `density_steps` Lanczos steps.
-        spectrum: the per-mini-batch spectrum, `spectrum_k` eigenvalues of kind `spectrum_which` per batch.
+        eigen: extreme eigenvalues (top-k, and the bottom one).
+        trace: the stochastic trace estimate (`samples=0` skips it).
+        density: the SLQ spectral density.
+        spectrum: the per-mini-batch spectrum (the paper's Fig. 1).
         blockwise: top/min eigenvalue of each residual block's own Hessian (`analysis_layers()` branches).
-        paper_setting: the paper's max-eigenvalue spectrum: augmented training batches (with mixup), the
-            weight-decay term wd * sum_p ||theta_p||_2 (as its official landscape code), spectrum on,
-            5 largest-magnitude eigenvalues per batch. Explicit arguments still win.
-        weight_decay: coefficient of that term (None: the module's under `paper_setting`, else 0).
-        weight_decay_form: "norm" (wd * sum_p ||theta_p||_2, the official code's term) or "l2"
-            (0.5 * wd * ||theta||^2, i.e. + wd * I); see `HessianOperator`.
+        weight_decay: a weight-decay term added to the loss (coefficient 0: the clean loss).
+        mode: BatchNorm statistics, "eval" (running) or "train" (per batch, running stats untouched).
+        dtype: precision of the products.
+        cache_graph: reuse each batch's first-backward graph across products (one backward per
+            product instead of forward + two; memory of the graphs; off automatically when the
+            model is cast to another dtype).
+        data, schedule, log_images, strict: see `AnalysisCallback`.
     """
 
     name = "hessian"
 
     def __init__(
         self,
-        k: int = 1,
-        bottom: bool = True,
-        method: str = "lanczos",
-        tol: float = 1e-3,
-        max_iter: int = 100,
-        mode: str = "eval",
-        dtype: str = "float32",
-        cache_graph: bool = True,
-        trace_samples: int = 30,
-        trace_method: str = "hutch++",
-        density: bool = True,
-        density_runs: int = 1,
-        density_steps: int = 32,
-        spectrum: bool | None = None,
-        spectrum_k: int | None = None,
-        spectrum_which: str | None = None,
+        eigen: EigenOptions = EigenOptions(),
+        trace: TraceOptions = TraceOptions(),
+        density: DensityOptions = DensityOptions(),
+        spectrum: SpectrumOptions = SpectrumOptions(),
         blockwise: bool = False,
-        paper_setting: bool = False,
-        weight_decay: float | None = None,
-        weight_decay_form: str = "norm",
+        weight_decay: WeightDecayTerm = WeightDecayTerm(),
+        mode: Literal["eval", "train"] = "eval",
+        dtype: Literal["float32", "float64"] = "float32",
+        cache_graph: bool = True,
         **kwargs: Any,
     ) -> None:
-        self.paper_setting = paper_setting  # read by the base for the data / augment defaults
         super().__init__(**kwargs)
-        if k < 1:
-            raise ValueError(f"HessianCallback: k={k}; ask for at least one eigenvalue")
-        if dtype not in DTYPES:
-            raise ValueError(f"HessianCallback: dtype={dtype!r}; choose one of {list(DTYPES)}")
-        if (
-            mode not in hs.MODES
-            or trace_method not in ("hutch++", "hutchinson")
-            or method not in ("lanczos", "power")
-        ):
-            raise ValueError(
-                f"HessianCallback: mode={mode!r}, method={method!r}, trace_method={trace_method!r}; "
-                f"choose from {hs.MODES}, ('lanczos', 'power'), ('hutch++', 'hutchinson')"
-            )
-        if trace_samples and trace_samples < 4:
-            raise ValueError(f"HessianCallback: trace_samples={trace_samples}; use 0 (off) or >= 4")
-        self.k, self.bottom, self.method, self.tol, self.max_iter = k, bottom, method, tol, max_iter
-        self.mode, self.dtype = mode, dtype
-        self.cache_graph = cache_graph
-        self.trace_samples, self.trace_method = trace_samples, trace_method
-        self.density, self.density_runs, self.density_steps = density, density_runs, density_steps
-        self.spectrum = paper_setting if spectrum is None else spectrum
-        self.spectrum_k = spectrum_k or (5 if paper_setting else 2)
-        self.spectrum_which = spectrum_which or ("LM" if paper_setting else "BE")
-        if self.spectrum_which not in hs.WHICH:
-            raise ValueError(
-                f"HessianCallback: spectrum_which={self.spectrum_which!r}; choose from {hs.WHICH}"
-            )
+        check_choice("HessianCallback", "mode", mode, Literal["eval", "train"])
+        check_choice("HessianCallback", "dtype", dtype, tuple(DTYPES))
+        self.eigen, self.trace, self.density, self.spectrum = eigen, trace, density, spectrum
         self.blockwise, self.weight_decay = blockwise, weight_decay
-        if weight_decay_form not in hs.WEIGHT_DECAY_FORMS:
-            raise ValueError(
-                f"HessianCallback: weight_decay_form={weight_decay_form!r}; "
-                f"choose from {hs.WEIGHT_DECAY_FORMS}"
-            )
-        self.weight_decay_form = weight_decay_form
+        self.mode, self.dtype, self.cache_graph = mode, dtype, cache_graph
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "eigen": asdict(self.eigen),
+            "trace": asdict(self.trace),
+            "density": asdict(self.density),
+            "spectrum": asdict(self.spectrum),
+            "blockwise": self.blockwise,
+            "weight_decay": asdict(self.weight_decay),
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "cache_graph": self.cache_graph,
+        }
 
     def _extremes(self, op: hs.HessianOperator) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """(top-k eigenvalues, min eigenvalue or nan, residuals, converged) in one Lanczos run if possible."""
-        kw = dict(tol=self.tol, max_iter=self.max_iter, method=self.method, seed=self.seed)
-        if self.bottom and self.k == 1 and self.method == "lanczos":
+        e = self.eigen
+        kw = dict(tol=e.tol, max_iter=e.max_iter, method=e.method, seed=self.data.seed)
+        if e.bottom and e.k == 1 and e.method == "lanczos":
             r = hs.top_eigenvalues(op, 2, "BE", **kw)
             return r.eigenvalues[1:].numpy(), float(r.eigenvalues[0]), r.residuals.numpy(), r.converged
-        top = hs.top_eigenvalues(op, self.k, "LA", **kw)
+        top = hs.top_eigenvalues(op, e.k, "LA", **kw)
         res, ok, low = top.residuals.numpy(), top.converged, float("nan")
-        if self.bottom:
+        if e.bottom:
             r = hs.top_eigenvalues(op, 1, "SA", **kw)
             low, res, ok = (
                 float(r.eigenvalues[0]),
@@ -124,59 +111,48 @@ class HessianCallback(AnalysisCallback):
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
-        wd = self.weight_decay_coefficient(context.module)
+    ) -> HessianRecord:
+        seed = self.data.seed
         dtype = DTYPES[self.dtype]
         cache = self.cache_graph and all(t.dtype == dtype for t in model.parameters())  # no cast: cacheable
         kw = dict(
             dtype=dtype,
             mode=self.mode,
-            weight_decay=wd,
-            weight_decay_form=self.weight_decay_form,
+            weight_decay=self.weight_decay.coefficient,
+            weight_decay_form=self.weight_decay.form,
             cache_graph=cache,
         )
         shard = batches[context.rank :: context.world_size]  # the operator all-reduces over ranks
         op = hs.HessianOperator(model, loss_fn, shard, **kw)
         top, low, residuals, converged = self._extremes(op)
-        scalars = {"top_eig": float(top[-1]), "min_eig": low}
-        arrays: dict[str, Any] = {"eigenvalues": top, "residuals": residuals}
-        if self.trace_samples:
-            mean, stderr = hs.trace(op, self.trace_samples, seed=self.seed, method=self.trace_method)
-            scalars.update(trace=mean, trace_stderr=stderr)
-        if self.density:
-            nodes, weights = hs.spectral_density(op, self.density_runs, self.density_steps, seed=self.seed)
-            arrays.update(density_nodes=nodes.numpy(), density_weights=weights.numpy())
-        scalars["num_hvps"] = float(op.num_hvps)
+        parts: dict[str, Any] = {}
+        if self.trace.samples:
+            mean, stderr = hs.trace(op, self.trace.samples, seed=seed, method=self.trace.method)
+            parts.update(trace=float(mean), trace_stderr=float(stderr))
+        if self.density.enabled:
+            nodes, weights = hs.spectral_density(op, self.density.runs, self.density.steps, seed=seed)
+            parts.update(density_nodes=nodes.numpy(), density_weights=weights.numpy())
+        num_hvps, num_params = op.num_hvps, op.size
         op.clear_cache()
-        summary: dict[str, Any] = {
-            "k": self.k,
-            "method": self.method,
-            "tol": self.tol,
-            "mode": self.mode,
-            "dtype": self.dtype,
-            "converged": converged,
-            "num_params": op.size,
-            "weight_decay": wd,
-            "data": self.data,
-            "augment": self.augment,
-            "num_samples": sum(int(b[1].shape[0]) for b in batches),
-        }
-        if self.spectrum:
+        if self.spectrum.enabled:
             spec, spec_res, spec_ok = hs.max_eigenvalue_spectrum(
                 model,
                 loss_fn,
                 batches,
-                self.spectrum_k,
-                self.spectrum_which,
-                tol=self.tol,
-                max_iter=self.max_iter,
-                seed=self.seed,
+                self.spectrum.k,
+                self.spectrum.which,
+                tol=self.eigen.tol,
+                max_iter=self.eigen.max_iter,
+                seed=seed,
                 return_info=True,
                 **kw,
             )
-            arrays.update(spectrum=spec.numpy(), spectrum_residuals=spec_res.numpy())
-            unconverged = (~spec_ok).nonzero().flatten().tolist()
-            summary.update(spectrum_which=self.spectrum_which, spectrum_unconverged_batches=unconverged)
+            parts.update(
+                spectrum=spec.numpy(),
+                spectrum_residuals=spec_res.numpy(),
+                spectrum_which=self.spectrum.which,
+                spectrum_unconverged_batches=(~spec_ok).nonzero().flatten().tolist(),
+            )
         if self.blockwise:
             names, kinds, tops, lows = [], [], [], []
             for name, tap in _blocks(model):
@@ -186,29 +162,39 @@ class HessianCallback(AnalysisCallback):
                 kinds.append(tap.kind)
                 tops.append(float(t[-1]))
                 lows.append(lo)
-            arrays.update(block_top_eig=np.array(tops), block_min_eig=np.array(lows))
-            summary.update(block_names=names, block_kinds=kinds)
-        return AnalysisResult(scalars=scalars, summary=summary, arrays=arrays)
+            parts.update(
+                block_names=names,
+                block_kinds=kinds,
+                block_top_eig=np.array(tops),
+                block_min_eig=np.array(lows),
+            )
+        return HessianRecord(
+            eigenvalues=top,
+            residuals=residuals,
+            top_eig=float(top[-1]),
+            min_eig=low,
+            converged=bool(converged),
+            num_params=int(num_params),
+            num_samples=sum(int(b[1].shape[0]) for b in batches),
+            num_hvps=int(num_hvps),
+            **parts,
+        )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        a, s = result.arrays, result.scalars
+    def plot(self, record: HessianRecord, context: AnalysisContext) -> dict[str, Any]:
         figures: dict[str, Any] = {}
-        if "density_nodes" in a:
+        if record.density_nodes is not None:
             figures[""] = plots.density_figure(
-                a["density_nodes"],
-                a["density_weights"],
-                s["top_eig"],
-                s["min_eig"],
+                record.density_nodes,
+                record.density_weights,
+                record.top_eig,
+                record.min_eig,
                 title=f"Hessian density (epoch {context.epoch})",
             )
-        if "spectrum" in a:
-            figures["spectrum"] = plots.spectrum_figure(a["spectrum"])
-        if "block_top_eig" in a:
+        if record.spectrum is not None:
+            figures["spectrum"] = plots.spectrum_figure(record.spectrum)
+        if record.block_top_eig is not None:
             figures["blockwise"] = plots.blockwise_figure(
-                result.summary["block_names"],
-                result.summary["block_kinds"],
-                a["block_top_eig"],
-                a["block_min_eig"],
+                record.block_names, record.block_kinds, record.block_top_eig, record.block_min_eig
             )
         return figures
 

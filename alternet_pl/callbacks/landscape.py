@@ -9,8 +9,9 @@ Sharpness summary logged by `landscape` (L0 = loss at theta, the grid centre):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,23 +27,30 @@ from alternet_pl.analysis.landscape import (
     random_directions,
     trainable_parameters,
 )
+from alternet_pl.analysis.records import LandscapeRecord, TrajectoryRecord
 from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, polar
-from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
+from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
 from alternet_pl.plots import landscape as plots
+
+__all__ = ["LandscapeCallback", "TrajectoryCallback"]
 
 
 class LandscapeCallback(AnalysisCallback):
     """Loss (and accuracy) on a `steps`^`dims` grid over [-span, span] along random directions.
 
+    Defaults are the clean loss on validation batches with filter-normalised directions; the
+    paper's plot (augmented training batches with mixup, NLL + 0.05 * sum_p ||theta_p||_2, the
+    official normalisation) is `configs/analysis/paper.yaml`.
+
     Args:
         steps: grid points per direction (odd keeps theta itself on the grid).
         span: the grid covers [-span, span] in units of the normalised directions.
         dims: 1 (a curve) or 2 (a surface).
-        norm, ignore: see `alternet_pl.analysis.landscape.random_directions`.
-        paper_setting: the paper's plot: augmented training batches (with mixup) and the loss
-            NLL + weight_decay * sum_p ||theta_p||_2. Sets `data="train"`, `augment=True` unless given.
-        weight_decay: the weight-norm coefficient (None: the module's weight_decay under
-            `paper_setting`, else 0, the clean loss).
+        norm, ignore: direction normalisation and which tensors stay fixed; see
+            `alternet_pl.analysis.landscape.random_directions`.
+        weight_decay: a weight-decay term added to the plotted loss (coefficient 0: the clean loss).
+        data, schedule, log_images, strict: see `AnalysisCallback`.
     """
 
     name = "landscape"
@@ -51,14 +59,12 @@ class LandscapeCallback(AnalysisCallback):
         self,
         steps: int = 21,
         span: float = 1.0,
-        dims: int = 2,
-        norm: str = "filter",
-        ignore: str = "biasbn",
-        paper_setting: bool = False,
-        weight_decay: float | None = None,
+        dims: Literal[1, 2] = 2,
+        norm: Literal["filter", "layer", "official", "none"] = "filter",
+        ignore: Literal["biasbn", "none"] = "biasbn",
+        weight_decay: WeightDecayTerm = WeightDecayTerm(),
         **kwargs: Any,
     ) -> None:
-        self.paper_setting = paper_setting  # read by the base for the data / augment defaults
         super().__init__(**kwargs)
         if dims not in (1, 2):
             raise ValueError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
@@ -68,19 +74,34 @@ class LandscapeCallback(AnalysisCallback):
             )
         if not span > 0:
             raise ValueError(f"LandscapeCallback: span={span}; use a positive half-width such as 1.0")
-        if norm not in NORMS or ignore not in IGNORES:
+        check_choice("LandscapeCallback", "norm", norm, NORMS)
+        check_choice("LandscapeCallback", "ignore", ignore, IGNORES)
+        if weight_decay.form != "norm" and weight_decay.coefficient:
             raise ValueError(
-                f"LandscapeCallback: norm={norm!r}, ignore={ignore!r}; choose from {NORMS} / {IGNORES}"
+                f"LandscapeCallback: weight_decay.form={weight_decay.form!r}; the landscape adds the "
+                "paper's term coefficient * sum_p ||theta_p||_2: use form 'norm'"
             )
         self.steps, self.span, self.dims = int(steps), float(span), int(dims)
         self.norm, self.ignore = norm, ignore
         self.weight_decay = weight_decay
 
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "steps": self.steps,
+            "span": self.span,
+            "dims": self.dims,
+            "norm": self.norm,
+            "ignore": self.ignore,
+            "weight_decay": asdict(self.weight_decay),
+        }
+
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
-        wd = self.weight_decay_coefficient(context.module)
-        dirs = random_directions(model, n=self.dims, seed=self.seed, norm=self.norm, ignore=self.ignore)
+    ) -> LandscapeRecord:
+        wd = self.weight_decay.coefficient
+        seed = self.data.seed
+        dirs = random_directions(model, n=self.dims, seed=seed, norm=self.norm, ignore=self.ignore)
         axis = np.linspace(-self.span, self.span, self.steps)
         grid = evaluate_grid(model, loss_fn, batches, dirs, [axis] * self.dims, weight_decay=wd)
         if self.steps % 2:
@@ -102,35 +123,24 @@ class LandscapeCallback(AnalysisCallback):
                 float(np.nanmean(loss[edge] - center)) if np.isfinite(loss[edge]).any() else float("nan")
             )
             max_inc = float(np.nanmax(loss - center)) if np.isfinite(loss).any() else float("nan")
-        scalars = {
-            "center_loss": center,
-            "center_acc": center_acc,
-            "edge_increase": edge_inc,
-            "max_increase": max_inc,
-            "nonfinite_cells": float(len(grid["nonfinite_cells"])),
-        }
-        arrays = {"coords": axis, "loss": loss, "nll": grid["nll"], "acc": grid["acc"]}
-        if "l2" in grid:
-            arrays["l2"] = grid["l2"]
-        summary = {
-            "steps": self.steps,
-            "span": self.span,
-            "dims": self.dims,
-            "norm": self.norm,
-            "ignore": self.ignore,
-            "weight_decay": wd,
-            "data": self.data,
-            "augment": self.augment,
-            "num_samples": sum(int(b[1].shape[0]) for b in batches),
-            "nonfinite_cells": grid["nonfinite_cells"],
-            "notes": grid["notes"],
-        }
-        return AnalysisResult(scalars=scalars, summary=summary, arrays=arrays)
+        return LandscapeRecord(
+            coords=axis,
+            loss=loss,
+            nll=grid["nll"],
+            acc=grid["acc"],
+            l2=grid.get("l2"),
+            center_loss=center,
+            center_acc=center_acc,
+            edge_increase=edge_inc,
+            max_increase=max_inc,
+            num_samples=sum(int(b[1].shape[0]) for b in batches),
+            nonfinite_cells=[list(map(float, c)) for c in grid["nonfinite_cells"]],
+            notes=list(grid["notes"]),
+        )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        a = result.arrays
-        x, loss, acc = a["coords"], np.asarray(a["loss"]), np.asarray(a["acc"])
-        if self.dims == 1:
+    def plot(self, record: LandscapeRecord, context: AnalysisContext) -> dict[str, Any]:
+        x, loss, acc = record.coords, np.asarray(record.loss), np.asarray(record.acc)
+        if record.dims == 1:
             return {
                 "": plots.curve(x, loss, acc, title=f"loss along a random direction (epoch {context.epoch})")
             }
@@ -152,6 +162,7 @@ class TrajectoryCallback(AnalysisCallback):
         store: "memory" (CPU arrays) or "disk" (`.npy` under `<root>/analysis/trajectory/weights/`).
         checkpoints: Lightning checkpoint files to use as snapshots instead (for `analyze`).
         steps, margin: grid points per axis and padding around the path (fraction of its extent).
+        data, schedule, log_images, strict: see `AnalysisCallback`.
     """
 
     name = "trajectory"
@@ -159,15 +170,14 @@ class TrajectoryCallback(AnalysisCallback):
     def __init__(
         self,
         snapshot_every_n_epochs: int = 1,
-        store: str = "memory",
+        store: Literal["memory", "disk"] = "memory",
         checkpoints: list[str] | None = None,
         steps: int = 21,
         margin: float = 0.2,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if store not in ("memory", "disk"):
-            raise ValueError(f"TrajectoryCallback: store={store!r}; choose 'memory' or 'disk'")
+        check_choice("TrajectoryCallback", "store", store, ("memory", "disk"))
         if snapshot_every_n_epochs < 1 or steps < 2 or margin < 0:
             raise ValueError("TrajectoryCallback: need snapshot_every_n_epochs >= 1, steps >= 2, margin >= 0")
         self.snapshot_every, self.store, self.checkpoints = (
@@ -208,11 +218,24 @@ class TrajectoryCallback(AnalysisCallback):
             self.snapshot(getattr(pl_module, "model", pl_module), epoch)
         super().on_train_epoch_end(trainer, pl_module)
 
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "snapshot_every_n_epochs": self.snapshot_every,
+            "store": self.store,
+            "checkpoints": list(self.checkpoints),
+            "steps": self.steps,
+            "margin": self.margin,
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """Disk snapshots survive a resumed fit (their paths go into the checkpoint); memory ones do not."""
-        return {"disk": {e: str(p) for e, p in self.snapshots.items() if isinstance(p, Path)}}
+        """The base's state plus the disk snapshots (their paths go into the checkpoint, so they
+        survive a resumed fit); memory snapshots do not."""
+        disk = {e: str(p) for e, p in self.snapshots.items() if isinstance(p, Path)}
+        return {**super().state_dict(), "disk": disk}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         for epoch, path in state_dict.get("disk", {}).items():
             if Path(path).exists():
                 self.snapshots.setdefault(int(epoch), Path(path))
@@ -261,7 +284,7 @@ class TrajectoryCallback(AnalysisCallback):
     # ---- analysis -------------------------------------------------------------------------------
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
+    ) -> TrajectoryRecord:
         final = flatten_trainable(model)
         outcome: tuple = ("ok",)
         if context.rank == 0:  # only rank 0 holds snapshots (DDP keeps the weights equal on all ranks)
@@ -285,30 +308,23 @@ class TrajectoryCallback(AnalysisCallback):
         axes = [np.linspace(lo[k] - pad[k], hi[k] + pad[k], self.steps) for k in range(2)]
         grid = evaluate_grid(model, loss_fn, batches, dirs, axes)
         angle, radius = polar(path)
-        arrays = {
-            "x": axes[0],
-            "y": axes[1],
-            "loss": grid["loss"],
-            "acc": grid["acc"],
-            "path": path,
-            "epochs": np.asarray(epochs),
-            "explained": explained,
-            "angle": angle,
-            "radius": radius,
-        }
-        scalars = {
-            "explained_1": float(explained[0]),
-            "explained_2": float(explained[1]),
-            "path_length": float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()),
-        }
-        summary = {"epochs": epochs, "notes": grid["notes"], "nonfinite_cells": grid["nonfinite_cells"]}
-        return AnalysisResult(scalars=scalars, summary=summary, arrays=arrays)
+        return TrajectoryRecord(
+            x=axes[0],
+            y=axes[1],
+            loss=grid["loss"],
+            acc=grid["acc"],
+            path=path,
+            epochs=np.asarray(epochs),
+            explained=np.asarray(explained),
+            angle=np.asarray(angle),
+            radius=np.asarray(radius),
+            path_length=float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()),
+            nonfinite_cells=[list(map(float, c)) for c in grid["nonfinite_cells"]],
+            notes=list(grid["notes"]),
+        )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        a = result.arrays
+    def plot(self, record: TrajectoryRecord, context: AnalysisContext) -> dict[str, Any]:
         return {
-            "": plots.trajectory(
-                a["x"], a["y"], np.asarray(a["loss"]), np.asarray(a["path"]), a["explained"]
-            ),
-            "polar": plots.polar_view(np.asarray(a["angle"]), np.asarray(a["radius"])),
+            "": plots.trajectory(record.x, record.y, record.loss, record.path, record.explained),
+            "polar": plots.polar_view(record.angle, record.radius),
         }

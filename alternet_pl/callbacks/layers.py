@@ -8,7 +8,7 @@ resolution change, where the two layers' maps are not comparable).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,11 @@ from alternet_pl.analysis.features import (
     select_taps,
 )
 from alternet_pl.callbacks.base import AnalysisCallback
+from alternet_pl.callbacks.options import AnalysisData, check_choice
+
+__all__ = ["LayerAnalysisCallback", "depth_summary"]
+
+TapKind = Literal["stem", "conv", "msa", "mlp", "norm", "pool", "head"]
 
 
 def depth_summary(
@@ -59,16 +64,25 @@ class LayerAnalysisCallback(AnalysisCallback):
     Args:
         layers: names from ``model.analysis_layers()`` (None: every layer of the chosen kinds).
         kinds: tap kinds to analyse (default stem, conv, msa, mlp: the block outputs).
+        data: the analysis batches (two by default: feature statistics settle quickly).
+        schedule, log_images, strict: see `AnalysisCallback`.
     """
 
-    default_num_batches = 2
-
     def __init__(
-        self, layers: list[str] | None = None, kinds: Sequence[str] = DEFAULT_KINDS, **kwargs: Any
+        self,
+        layers: list[str] | None = None,
+        kinds: tuple[TapKind, ...] = DEFAULT_KINDS,
+        data: AnalysisData = AnalysisData(num_batches=2),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(data=data, **kwargs)
+        for kind in kinds:
+            check_choice(type(self).__name__, "kinds", kind, TapKind)
         self.layers = list(layers) if layers is not None else None
         self.kinds = tuple(kinds)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "layers": self.layers, "kinds": list(self.kinds)}
 
     @property
     def selected_kinds(self) -> tuple[str, ...] | None:

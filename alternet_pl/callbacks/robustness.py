@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 
 from alternet_pl.analysis.features import eval_mode
 from alternet_pl.analysis.freq import check_freq
+from alternet_pl.analysis.records import CorruptionRecord, FreqNoiseRecord
 from alternet_pl.analysis.robustness import (
     classification_counts,
     corruption_errors,
@@ -25,8 +26,10 @@ from alternet_pl.analysis.robustness import (
     relative_ce,
 )
 from alternet_pl.analysis.state import to_device
-from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisResult
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.plots import features as plots
+
+__all__ = ["CorruptionCallback", "FreqNoiseCallback", "PAPER_FREQS"]
 
 PAPER_FREQS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -38,6 +41,7 @@ class FreqNoiseCallback(AnalysisCallback):
         freqs: band centres in units of pi, each in (0, 1].
         eps: noise amplitude in normalised-input units (official default 0.007).
         width: band half-width s in radians (official 0.2; it is added to f in radians).
+        data, schedule, log_images, strict: see `AnalysisCallback`.
     """
 
     name = "freq_noise"
@@ -54,29 +58,24 @@ class FreqNoiseCallback(AnalysisCallback):
             check_freq(f)
         self.freqs, self.eps, self.width = [float(f) for f in freqs], float(eps), float(width)
 
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "freqs": self.freqs, "eps": self.eps, "width": self.width}
+
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
-        res = frequency_noise_scan(model, batches, self.freqs, self.eps, self.width, self.seed)
-        scalars = {"clean_acc": res["clean_acc"]}
-        scalars.update({f"delta_{f:g}pi": float(d) for f, d in zip(self.freqs, res["delta"])})
-        summary = {
-            "freqs": self.freqs,
-            "eps": self.eps,
-            "width": self.width,
-            "clean_acc": res["clean_acc"],
-            "acc": res["acc"],
-            "delta": res["delta"],
-        }
-        return AnalysisResult(
-            scalars=scalars,
-            summary=summary,
-            arrays={"freqs": res["freqs"], "acc": res["acc"], "delta": res["delta"]},
+    ) -> FreqNoiseRecord:
+        res = frequency_noise_scan(model, batches, self.freqs, self.eps, self.width, self.data.seed)
+        return FreqNoiseRecord(
+            freqs=[float(f) for f in res["freqs"]],
+            eps=self.eps,
+            width=self.width,
+            clean_acc=float(res["clean_acc"]),
+            acc=[float(a) for a in res["acc"]],
+            delta=[float(d) for d in res["delta"]],
         )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        s = result.summary
-        return {"": plots.plot_freq_noise([(f"epoch {context.epoch}", s["freqs"], s["delta"])])}
+    def plot(self, record: FreqNoiseRecord, context: AnalysisContext) -> dict[str, Any]:
+        return {"": plots.plot_freq_noise([(f"epoch {context.epoch}", record.freqs, record.delta)])}
 
 
 class _OnDevice:
@@ -100,6 +99,8 @@ class CorruptionCallback(AnalysisCallback):
         max_images: evaluate only the first images of each severity (quick runs; None: all).
         mean, std: input normalisation (None: the datamodule's ``mean``/``std``).
         eval_batch_size, num_workers, image_size: loading of the corrupted images.
+        data: the clean batches the clean accuracy is measured on.
+        schedule, log_images, strict: see `AnalysisCallback`.
     """
 
     name = "corruption"
@@ -108,7 +109,7 @@ class CorruptionCallback(AnalysisCallback):
         self,
         root: str | None = None,
         corruptions: list[str] | None = None,
-        severities: Sequence[int] = (1, 2, 3, 4, 5),
+        severities: tuple[Literal[1, 2, 3, 4, 5], ...] = (1, 2, 3, 4, 5),
         baseline: str | None = None,
         max_images: int | None = None,
         mean: Sequence[float] | None = None,
@@ -127,6 +128,16 @@ class CorruptionCallback(AnalysisCallback):
         self.baseline, self.max_images = baseline, max_images
         self.mean, self.std = mean, std
         self.eval_batch_size, self.num_workers, self.image_size = eval_batch_size, num_workers, image_size
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "root": str(self.root),
+            "corruptions": self.corruptions,
+            "severities": list(self.severities),
+            "baseline": self.baseline,
+            "max_images": self.max_images,
+        }
 
     def _datamodule(self, context: AnalysisContext):
         from alternet_pl.data.corruptions import CorruptionDataModule
@@ -153,7 +164,7 @@ class CorruptionCallback(AnalysisCallback):
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
+    ) -> CorruptionRecord:
         dm = self._datamodule(context)
         device = next(model.parameters()).device
         subsets = {key: _OnDevice(dm.loader(*key), device) for key in dm.keys}
@@ -164,24 +175,7 @@ class CorruptionCallback(AnalysisCallback):
         for (c, s), m in flat.items():
             metrics.setdefault(c, {})[s] = m
         errors = corruption_errors(metrics)
-        mean_ce = mean_corruption_error(errors)
-        scalars = {
-            "mean_corruption_error": mean_ce,
-            "clean_acc": clean["acc"],
-            "mean_acc": float(np.mean([m["acc"] for m in flat.values()])),
-            "mean_nll": float(np.mean([m["nll"] for m in flat.values()])),
-            "mean_ece": float(np.mean([m["ece"] for m in flat.values()])),
-        }
-        summary: dict[str, Any] = {
-            "root": str(self.root),
-            "corruptions": list(metrics),
-            "severities": list(self.severities),
-            "max_images": self.max_images,
-            "clean": clean,
-            "metrics": metrics,
-            "errors": errors,
-            "mean_corruption_error": mean_ce,
-        }
+        mce = ce = None
         if self.baseline:
             mce, ce = relative_ce(
                 errors,
@@ -189,11 +183,23 @@ class CorruptionCallback(AnalysisCallback):
                 list(self.severities),
                 load_baseline_severities(self.baseline),
             )
-            scalars["mce"] = mce
-            summary.update(baseline=str(self.baseline), mce=mce, ce=ce)
-        acc = np.array([[metrics[c][s]["acc"] for s in self.severities] for c in metrics])
-        return AnalysisResult(scalars=scalars, summary=summary, arrays={"acc": acc})
+        return CorruptionRecord(
+            root=str(self.root),
+            corruptions=list(metrics),
+            severities=list(self.severities),
+            max_images=self.max_images,
+            clean={k: float(v) for k, v in clean.items()},
+            metrics={c: {str(s): dict(m) for s, m in per.items()} for c, per in metrics.items()},
+            errors=errors,
+            acc=np.array([[metrics[c][s]["acc"] for s in self.severities] for c in metrics]),
+            mean_corruption_error=mean_corruption_error(errors),
+            mean_acc=float(np.mean([m["acc"] for m in flat.values()])),
+            mean_nll=float(np.mean([m["nll"] for m in flat.values()])),
+            mean_ece=float(np.mean([m["ece"] for m in flat.values()])),
+            baseline=str(self.baseline) if self.baseline else None,
+            mce=mce,
+            ce=ce,
+        )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        s = result.summary
-        return {"": plots.plot_corruption(s["corruptions"], s["severities"], s["metrics"], "acc")}
+    def plot(self, record: CorruptionRecord, context: AnalysisContext) -> dict[str, Any]:
+        return {"": plots.plot_corruption(record.corruptions, record.severities, record.metrics, "acc")}

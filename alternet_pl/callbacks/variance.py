@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from torch import nn
 
+from alternet_pl.analysis.records import VarianceRecord
 from alternet_pl.analysis.variance import model_feature_map_variance
-from alternet_pl.callbacks.base import AnalysisContext, AnalysisResult
+from alternet_pl.callbacks.base import AnalysisContext
 from alternet_pl.callbacks.layers import LayerAnalysisCallback
 from alternet_pl.plots import features as plots
+
+__all__ = ["VarianceCallback"]
 
 
 class VarianceCallback(LayerAnalysisCallback):
@@ -26,15 +28,20 @@ class VarianceCallback(LayerAnalysisCallback):
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> AnalysisResult:
+    ) -> VarianceRecord:
         var = model_feature_map_variance(model, batches, self.layers, self.selected_kinds)
-        names, values = list(var), list(var.values())
+        names, values = list(var), [float(v) for v in var.values()]
         meta = self.summarize(model, batches[0][0], names, values, "var", log_ratio=True)
-        summary = {"layers": names, "kinds": meta["kinds"], "depth": meta["depth"], "variance": values}
-        arrays = {"variance": np.asarray(values), "depth": np.asarray(meta["depth"])}
-        return AnalysisResult(scalars=meta["scalars"], summary=summary, arrays=arrays)
+        return VarianceRecord(
+            layers=names,
+            kinds=meta["kinds"],
+            depth=[float(d) for d in meta["depth"]],
+            by_kind=meta["scalars"],
+            variance=values,
+        )
 
-    def plot(self, result: AnalysisResult, context: AnalysisContext) -> dict[str, Any]:
-        s = result.summary
-        fig = plots.plot_by_depth(s["variance"], s["kinds"], s["depth"], "Feature map variance", logy=True)
+    def plot(self, record: VarianceRecord, context: AnalysisContext) -> dict[str, Any]:
+        fig = plots.plot_by_depth(
+            record.variance, record.kinds, record.depth, "Feature map variance", logy=True
+        )
         return {"": fig}

@@ -83,27 +83,23 @@ def load_freq_noise_runs(paths: Sequence[str | Path], labels: Sequence[str] | No
 
     Default label: "<experiment>/<version>" of a `runs/<experiment>/<version>/analysis/freq_noise/*.json`.
     """
-    from alternet_pl.analysis.results import read_json
+    from alternet_pl.analysis.records import FreqNoiseRecord
 
     runs = []
     for k, p in enumerate(paths):
-        data = read_json(p)
+        record = FreqNoiseRecord.from_files(p)
         parents = Path(p).resolve().parents
         label = labels[k] if labels else f"{parents[3].name}/{parents[2].name}"
-        runs.append((label, data["freqs"], data["delta"]))
+        runs.append((label, record.freqs, record.delta))
     return runs
 
 
 def plot_corruption(
     corruptions: Sequence[str], severities: Sequence[int], metrics: Mapping[str, Mapping], key: str = "acc"
 ):
-    """Heatmap of one metric (acc / nll / ece) per corruption (rows) and severity (columns)."""
-    table = np.array(
-        [
-            [metrics[c][str(s)][key] if str(s) in metrics[c] else metrics[c][s][key] for s in severities]
-            for c in corruptions
-        ]
-    )
+    """Heatmap of one metric (acc / nll / ece) per corruption (rows) and severity (columns);
+    `metrics[corruption][str(severity)][key]` as in `CorruptionRecord`."""
+    table = np.array([[metrics[c][str(s)][key] for s in severities] for c in corruptions])
     fig, ax = plt.subplots(figsize=(1.2 * len(severities) + 3, 0.35 * len(corruptions) + 1.5))
     im = ax.imshow(table, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(severities)), [str(s) for s in severities])
