@@ -98,20 +98,38 @@ def closed_form_alternet(
 
 
 def closed_form_vit(
-    dim: int, depth: int, patch: int = 2, img: int = 32, num_classes: int = 100, cls: bool = True
+    dim: int,
+    depth: int,
+    patch: int = 2,
+    img: int = 32,
+    num_classes: int = 100,
+    cls: bool = True,
+    qkv_bias: bool = False,
 ) -> int:
-    """ViT: patch conv, CLS, position table, 12*D^2 + 13*D per block (qkv, proj, MLP, 2 LNs), LN, head."""
+    """ViT: patch conv, CLS, position table, 12*D^2 + 10*D per block (qkv, proj, MLP, 2 LNs; + 3*D with a
+    qkv bias), LN, head."""
     tokens = (img // patch) ** 2 + int(cls)
     return (
         3 * patch * patch * dim
         + dim
         + int(cls) * dim
         + tokens * dim
-        + depth * (12 * dim**2 + 13 * dim)
+        + depth * (12 * dim**2 + 10 * dim + 3 * dim * int(qkv_bias))
         + 2 * dim
         + dim * num_classes
         + num_classes
     )
+
+
+# The models whose CIFAR-100 checkpoints the authors published (and AlterNet-50, whose checkpoints their
+# code writes): exact parameter counts of the official models (their code; timm 0.4.9 for ViT/PiT/Swin).
+PUBLISHED = {
+    ("alternet_cifar_50", ()): 34_062_538,
+    ("resnet_cifar_50", (("block_style", "postact"),)): 23_705_252,
+    ("vit_cifar_ti", ()): 5_403_172,
+    ("pit_cifar_ti", ()): 4_582_436,
+    ("swin_cifar_ti", ()): 27_562_126,
+}
 
 
 # science.md, CIFAR-100 head unless said
@@ -157,6 +175,40 @@ def test_param_count_figure_layout_and_vit_closed_form() -> None:
     assert num_params(build_meta("vit_cifar_ti")) == closed_form_vit(192, 12)
     assert num_params(build_meta("vit_cifar_s")) == closed_form_vit(384, 12)
     assert num_params(build_meta("vit_cifar_ti", global_pool="avg")) == closed_form_vit(192, 12, cls=False)
+    assert num_params(build_meta("vit_cifar_ti", qkv_bias=True)) == closed_form_vit(192, 12, qkv_bias=True)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), list(PUBLISHED), ids=lambda v: str(v))
+def test_param_count_of_every_published_model_is_exact(name: str, kwargs: tuple) -> None:
+    assert num_params(build_meta(name, **dict(kwargs))) == PUBLISHED[(name, kwargs)]
+
+
+def test_official_transformers_have_no_qkv_bias_but_pit_does() -> None:
+    """ViT-Ti, ViT-S and Swin-Ti are built with ``qkv_bias=False`` (the authors' code); PiT keeps timm's."""
+    for name in ("vit_cifar_ti", "vit_cifar_s", "swin_cifar_ti"):
+        assert not any(k.endswith("qkv.bias") for k in build_meta(name).state_dict()), name
+    assert any(k.endswith("qkv.bias") for k in build_meta("pit_cifar_ti").state_dict())
+
+
+def test_transformer_stem_tap_is_after_cls_token_and_position_embedding() -> None:
+    """The first depth-curve point is the official PatchEmbed block's output: CLS + position embedding added."""
+    x = torch.randn(2, 3, 32, 32)
+    for name in ("vit_cifar_micro", "pit_cifar_micro"):
+        model = timm.create_model(name).eval()
+        with torch.no_grad():
+            model.pos_embed.normal_()  # a position embedding far from zero, so skipping it would show
+        tap = zoo.analysis_layers(model)["patch_embed"]
+        seen = []
+        handle = tap.module.register_forward_hook(lambda m, a, o: seen.append(o))
+        with torch.no_grad():
+            model(x)
+            patches = model.patch_embed(x)
+        handle.remove()
+        if name.startswith("vit"):  # (B, 1 + N, D): CLS first, then patches, each plus its position row
+            want = torch.cat([model.cls_token.expand(2, -1, -1), patches], 1) + model.pos_embed
+        else:  # PiT: a (B, D, H, W) map plus the position map; the CLS token joins in the first stage
+            want = patches + model.pos_embed
+        torch.testing.assert_close(seen[0], want)
 
 
 @pytest.mark.parametrize(("name", "kwargs"), list(SCIENCE), ids=lambda v: str(v))

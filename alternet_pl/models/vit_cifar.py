@@ -5,9 +5,16 @@ Per transformer block there are two taps, as the paper measures them: ``<block>.
 ``x = x + attn(...)`` (the input of the block's ``norm2``; branch ``drop_path1``, whose output is exactly
 the attention branch added to x), and ``<block>.mlp``, the block output (branch ``drop_path2``).
 
-Token layouts the analyses see: ViT ``.attn``/``.mlp`` taps are (B, N, D) with the CLS token first when
-``global_pool="token"``; PiT's are (B, 1 + H*W, D) (CLS first); Swin's ``.attn`` taps are (B, H*W, D)
-while its ``.mlp``, ``patch_embed`` and ``norm`` taps are NHWC (B, H, W, D) (``model.output_fmt == "NHWC"``).
+The first point of a ViT / PiT depth curve, the ``patch_embed`` tap, is the embedding *after* the CLS
+token and the position embedding are added (the official ``PatchEmbed`` block, which does both): the
+output of timm's ``pos_drop``, not of its patch projection. Swin has no position embedding: its tap is
+the patch projection + norm.
+
+Token layouts the analyses see: ViT ``patch_embed``/``.attn``/``.mlp`` taps are (B, N, D) with the CLS
+token first when ``global_pool="token"``; PiT's ``patch_embed`` is a (B, D, H, W) map (its CLS token joins
+inside the first stage) and its block taps are (B, 1 + H*W, D) (CLS first); Swin's ``.attn`` taps are
+(B, H*W, D) while its ``.mlp``, ``patch_embed`` and ``norm`` taps are NHWC (B, H, W, D)
+(``model.output_fmt == "NHWC"``).
 """
 
 from __future__ import annotations
@@ -43,8 +50,8 @@ class CifarViT(VisionTransformer):
     """timm's VisionTransformer plus ``analysis_layers()``."""
 
     def analysis_layers(self) -> OrderedDict[str, Tap]:
-        """patch_embed (stem), ``blocks.i.attn`` / ``blocks.i.mlp``, norm (token pooling), head."""
-        taps: OrderedDict[str, Tap] = OrderedDict(patch_embed=Tap(self.patch_embed, "stem"))
+        """patch_embed (stem: after CLS + position embedding), ``blocks.i.attn`` / ``.mlp``, norm, head."""
+        taps: OrderedDict[str, Tap] = OrderedDict(patch_embed=Tap(self.pos_drop, "stem"))
         _block_taps(taps, "blocks.", self.blocks)
         if not isinstance(self.norm, nn.Identity):
             taps["norm"] = Tap(self.norm, "norm")
@@ -58,8 +65,8 @@ class CifarPiT(PoolingVisionTransformer):
     """timm's PoolingVisionTransformer (PiT) plus ``analysis_layers()``."""
 
     def analysis_layers(self) -> OrderedDict[str, Tap]:
-        """patch_embed (stem), ``transformers.s.blocks.i.attn`` / ``.mlp``, norm, head."""
-        taps: OrderedDict[str, Tap] = OrderedDict(patch_embed=Tap(self.patch_embed, "stem"))
+        """patch_embed (stem: after the position embedding), ``transformers.s.blocks.i.attn`` / ``.mlp``, norm, head."""
+        taps: OrderedDict[str, Tap] = OrderedDict(patch_embed=Tap(self.pos_drop, "stem"))
         for s, stage in enumerate(self.transformers):
             _block_taps(taps, f"transformers.{s}.blocks.", stage.blocks)
         taps["norm"] = Tap(self.norm, "norm")
@@ -154,15 +161,15 @@ def _create_swin_cifar(variant: str, pretrained: bool = False, **kwargs: Any) ->
 
 @register_model
 def vit_cifar_ti(pretrained: bool = False, **kwargs: Any) -> CifarViT:
-    """ViT-Ti for 32x32: patch 2 (256 tokens), dim 192, depth 12, 3 heads."""
-    args = dict(img_size=32, patch_size=2, embed_dim=192, depth=12, num_heads=3)
+    """ViT-Ti for 32x32: patch 2 (256 tokens), dim 192, depth 12, 3 heads, no qkv bias (official)."""
+    args = dict(img_size=32, patch_size=2, embed_dim=192, depth=12, num_heads=3, qkv_bias=False)
     return _create_vit_cifar("vit_cifar_ti", pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def vit_cifar_s(pretrained: bool = False, **kwargs: Any) -> CifarViT:
-    """ViT-S for 32x32: patch 2, dim 384, depth 12, 6 heads."""
-    args = dict(img_size=32, patch_size=2, embed_dim=384, depth=12, num_heads=6)
+    """ViT-S for 32x32: patch 2, dim 384, depth 12, 6 heads, no qkv bias (official)."""
+    args = dict(img_size=32, patch_size=2, embed_dim=384, depth=12, num_heads=6, qkv_bias=False)
     return _create_vit_cifar("vit_cifar_s", pretrained, **dict(args, **kwargs))
 
 
@@ -189,7 +196,7 @@ def pit_cifar_micro(pretrained: bool = False, **kwargs: Any) -> CifarPiT:
 
 @register_model
 def swin_cifar_ti(pretrained: bool = False, **kwargs: Any) -> CifarSwin:
-    """Swin-Ti for 32x32: patch 1, window 4 (maps 32, 16, 8, 4), dim 96, depths (2, 2, 6, 2), GAP."""
+    """Swin-Ti for 32x32: patch 1, window 4 (maps 32, 16, 8, 4), dim 96, depths (2, 2, 6, 2), GAP, no qkv bias."""
     args = dict(
         img_size=32,
         patch_size=1,
@@ -197,6 +204,7 @@ def swin_cifar_ti(pretrained: bool = False, **kwargs: Any) -> CifarSwin:
         embed_dim=96,
         depths=(2, 2, 6, 2),
         num_heads=(3, 6, 12, 24),
+        qkv_bias=False,
         global_pool="avg",
     )
     return _create_swin_cifar("swin_cifar_ti", pretrained, **dict(args, **kwargs))

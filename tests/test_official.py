@@ -1,0 +1,130 @@
+"""The authors' checkpoints load: each official layout (tests/data/official/*.json, made with the authors'
+own code) is filled by its seeded rule, converted, loaded strictly, and gives the authors' logits.
+
+The layouts' tensors are filled exactly as each JSON's ``rule`` says; the logit comparisons run the
+full-size models in float64 and are marked slow; recognition, conversion and the errors run on shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import alternet_pl.models as zoo
+
+DATA = Path(__file__).parent / "data" / "official"
+NAMES = ["alternet_50_cifar100", "resnet_50_cifar100", "vit_ti_cifar100", "pit_ti_cifar100", "swin_ti_cifar100"]
+
+
+def layout(name: str) -> dict:
+    return json.loads((DATA / f"{name}.json").read_text())
+
+
+def filled(spec: dict) -> dict[str, torch.Tensor]:
+    """The official state dict, filled by the JSON's rule (seeded by each key's CRC32)."""
+    state = {}
+    for key, shape, how in spec["keys"]:
+        if how == "keep":
+            state[key] = torch.tensor(spec["kept"][key])
+            continue
+        t = torch.randn(shape, generator=torch.Generator().manual_seed(zlib.crc32(key.encode())))
+        if key.endswith("running_mean"):
+            t = 0.1 * t
+        elif key.endswith("running_var"):
+            t = 0.5 + 0.5 * t.abs()
+        elif any(w in key for w in ("pos_embed", "cls_token", "relative_position", "pos_embedding")):
+            t = 0.02 * t
+        elif len(shape) >= 2:
+            t = t / math.sqrt(math.prod(shape[1:]))
+        elif key.endswith("weight"):
+            t = 1 + 0.1 * t
+        else:
+            t = 0.1 * t
+        state[key] = t
+    return state
+
+
+def shapes_only(spec: dict) -> dict[str, torch.Tensor]:
+    """Keys and shapes of the layout, values irrelevant (recognition and conversion look at shapes)."""
+    return {key: torch.empty(shape) for key, shape, _ in spec["keys"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_official_checkpoint_gives_the_authors_logits(name: str, tmp_path: Path) -> None:
+    spec = layout(name)
+    path = tmp_path / "renamed_checkpoint.pth.tar"  # recognised by content, not by file name
+    torch.save({"state_dict": filled(spec), "epoch": 305}, path)
+    model = zoo.load_official(path)
+    assert model.official_arch == name and not model.training
+    assert sum(p.numel() for p in model.parameters()) == spec["num_params"]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():
+        logits = model.double()(x)
+    torch.testing.assert_close(logits, torch.tensor(spec["logits"], dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_layout_is_recognised_and_fits_its_model_exactly(name: str) -> None:
+    spec = layout(name)
+    got, converted = zoo.convert_official({"state_dict": shapes_only(spec)})
+    assert got.name == name
+    with torch.device("meta"):
+        model = timm.create_model(got.model, num_classes=100, **got.model_kwargs)
+    want = model.state_dict()
+    assert converted.keys() == want.keys()  # nothing missing, nothing left over
+    assert all(converted[k].shape == want[k].shape for k in want)
+    assert sum(p.numel() for p in model.parameters()) == spec["num_params"]
+
+
+def test_arch_overrides_recognition_and_a_wrong_arch_names_the_misfit() -> None:
+    state = shapes_only(layout("vit_ti_cifar100"))
+    assert zoo.convert_official(state, arch="vit_ti_cifar100")[0].name == "vit_ti_cifar100"
+    with pytest.raises(ValueError, match=r"not the pit_ti_cifar100 .*closest: pit_ti_cifar100.*first misfit"):
+        zoo.convert_official(state, arch="pit_ti_cifar100")
+    with pytest.raises(ValueError, match=r"arch='vit'.*valid values"):
+        zoo.convert_official(state, arch="vit")  # type: ignore[arg-type]
+
+
+def test_other_models_get_the_closest_layout_and_first_misfit() -> None:
+    # ViT-Ti with a qkv bias (what vit_cifar_ti was before): closest is ViT-Ti, the bias does not fit
+    with torch.device("meta"):
+        biased = timm.create_model("vit_cifar_ti", qkv_bias=True, num_classes=100).state_dict()
+    with pytest.raises(ValueError, match=r"closest: vit_ti_cifar100.*key 'blocks\.0\.attn\.qkv\.bias'"):
+        zoo.convert_official(biased)
+    # an official AlterNet-50 missing one tensor
+    state = shapes_only(layout("alternet_50_cifar100"))
+    del state["layer3.1.attn.pos_embedding"]
+    with pytest.raises(ValueError, match=r"closest: alternet_50_cifar100.*stages\.2\.1\.residual\.attn\.rel_pos_bias"):
+        zoo.convert_official(state)
+    # a ResNet-50 whose fc has a wrong shape (2048 -> 1024 inputs)
+    state = shapes_only(layout("resnet_50_cifar100"))
+    state["classifier.0.dense.weight"] = torch.empty(100, 1024)
+    with pytest.raises(ValueError, match=r"closest: resnet_50_cifar100.*'classifier\.0\.dense\.weight': shape"):
+        zoo.convert_official(state)
+    with pytest.raises(ValueError, match="state dict"):
+        zoo.convert_official({"state_dict": {"a": 1}})
+
+
+def test_module_prefix_and_missing_file(tmp_path: Path) -> None:
+    state = {"module." + k: v for k, v in shapes_only(layout("pit_ti_cifar100")).items()}
+    assert zoo.convert_official(state)[0].name == "pit_ti_cifar100"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        zoo.load_official(tmp_path / "nope.pth")
+
+
+@pytest.mark.slow
+def test_swin_stored_masks_are_checked_against_the_model() -> None:
+    """A Swin checkpoint whose stored attention mask differs from the model's is refused."""
+    spec = layout("swin_ti_cifar100")
+    state = filled(spec)
+    zoo.load_official(state)  # the stored index tables and masks equal the recomputed ones
+    state["layers.0.blocks.1.attn_mask"] = torch.zeros_like(state["layers.0.blocks.1.attn_mask"])
+    with pytest.raises(ValueError, match=r"attn_mask.*differs"):
+        zoo.load_official(state)
