@@ -191,15 +191,15 @@ def test_official_transformers_have_no_qkv_bias_but_pit_does() -> None:
 
 
 def test_transformer_stem_tap_is_after_cls_token_and_position_embedding() -> None:
-    """The first depth-curve point is the official PatchEmbed block's output: CLS + position embedding added."""
+    """The first depth-curve point is the official PatchEmbed block's output: CLS + position added."""
     x = torch.randn(2, 3, 32, 32)
     for name in ("vit_cifar_micro", "pit_cifar_micro"):
         model = timm.create_model(name).eval()
         with torch.no_grad():
             model.pos_embed.normal_()  # a position embedding far from zero, so skipping it would show
         tap = zoo.analysis_layers(model)["patch_embed"]
-        seen = []
-        handle = tap.module.register_forward_hook(lambda m, a, o: seen.append(o))
+        seen: list[torch.Tensor] = []
+        handle = tap.module.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o))
         with torch.no_grad():
             model(x)
             patches = model.patch_embed(x)

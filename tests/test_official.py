@@ -19,7 +19,13 @@ import torch
 import alternet_pl.models as zoo
 
 DATA = Path(__file__).parent / "data" / "official"
-NAMES = ["alternet_50_cifar100", "resnet_50_cifar100", "vit_ti_cifar100", "pit_ti_cifar100", "swin_ti_cifar100"]
+NAMES = [
+    "alternet_50_cifar100",
+    "resnet_50_cifar100",
+    "vit_ti_cifar100",
+    "pit_ti_cifar100",
+    "swin_ti_cifar100",
+]
 
 
 def layout(name: str) -> dict:
@@ -101,12 +107,16 @@ def test_other_models_get_the_closest_layout_and_first_misfit() -> None:
     # an official AlterNet-50 missing one tensor
     state = shapes_only(layout("alternet_50_cifar100"))
     del state["layer3.1.attn.pos_embedding"]
-    with pytest.raises(ValueError, match=r"closest: alternet_50_cifar100.*stages\.2\.1\.residual\.attn\.rel_pos_bias"):
+    with pytest.raises(
+        ValueError, match=r"closest: alternet_50_cifar100.*stages\.2\.1\.residual\.attn\.rel_pos_bias"
+    ):
         zoo.convert_official(state)
     # a ResNet-50 whose fc has a wrong shape (2048 -> 1024 inputs)
     state = shapes_only(layout("resnet_50_cifar100"))
     state["classifier.0.dense.weight"] = torch.empty(100, 1024)
-    with pytest.raises(ValueError, match=r"closest: resnet_50_cifar100.*'classifier\.0\.dense\.weight': shape"):
+    with pytest.raises(
+        ValueError, match=r"closest: resnet_50_cifar100.*'classifier\.0\.dense\.weight': shape"
+    ):
         zoo.convert_official(state)
     with pytest.raises(ValueError, match="state dict"):
         zoo.convert_official({"state_dict": {"a": 1}})

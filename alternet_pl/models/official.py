@@ -12,15 +12,15 @@ What the conversion does, per layout:
   ``residual.conv{i}`` / ``residual.norm{i}``; MSA blocks ``norm1`` -> ``norm``, ``attn.pos_embedding``
   -> ``residual.attn.rel_pos_bias``, the 1x1 convs ``to_q`` + ``to_kv`` -> one linear ``qkv`` (rows q, k, v),
   ``to_out.0`` -> ``proj``; ``classifier.0.bn`` / ``.dense`` -> ``norm`` / ``fc``.
-- ``resnet_50_cifar100`` (``models.resnet.dnn_50``, post-activation): ``layer0.0`` / ``.1`` -> ``stem.conv`` /
-  ``stem.norm``; ``conv{i}.0`` / ``.1`` -> ``residual.conv{i}`` / ``residual.norm{i}``; ``shortcut.0`` / ``.1``
-  -> ``shortcut.conv`` / ``shortcut.norm``; ``classifier.0.dense`` -> ``fc``.
+- ``resnet_50_cifar100`` (``models.resnet.dnn_50``, post-activation): ``layer0.0`` / ``.1`` ->
+  ``stem.conv`` / ``stem.norm``; ``conv{i}.0`` / ``.1`` -> ``residual.conv{i}`` / ``residual.norm{i}``;
+  ``shortcut.0`` / ``.1`` -> ``shortcut.conv`` / ``shortcut.norm``; ``classifier.0.dense`` -> ``fc``.
 - ``vit_ti_cifar100``: timm 0.4.9 and the installed timm name every tensor alike.
 - ``pit_ti_cifar100``: timm 0.4.9 keeps stage s's pooling at the end of stage s, timm now at the start of
   stage s + 1: ``transformers.{s}.pool`` -> ``transformers.{s+1}.pool``.
-- ``swin_ti_cifar100``: likewise ``layers.{s}.downsample`` -> ``layers.{s+1}.downsample``; ``head`` -> ``head.fc``;
-  the stored ``relative_position_index`` and ``attn_mask`` buffers are checked against the model's own
-  (they are recomputed, not loaded).
+- ``swin_ti_cifar100``: likewise ``layers.{s}.downsample`` -> ``layers.{s+1}.downsample``; ``head`` ->
+  ``head.fc``; the stored ``relative_position_index`` and ``attn_mask`` buffers are checked against the
+  model's own (they are recomputed, not loaded).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _rules(*pairs: tuple[str, str]) -> Callable[[str], str | None]:
 
 
 def _shift_stage(key: str, group: str, module: str) -> str | None:
-    """``{group}.{s}.{module}.x`` -> ``{group}.{s+1}.{module}.x`` (timm 0.4.9 -> timm: pooling moved a stage)."""
+    """``{group}.{s}.{module}.x`` -> ``{group}.{s+1}.{module}.x`` (timm 0.4.9 -> timm: pooling moved)."""
     m = re.fullmatch(rf"{group}\.(\d+)\.{module}\.(.+)", key)
     return None if m is None else f"{group}.{int(m.group(1)) + 1}.{module}.{m.group(2)}"
 
@@ -232,7 +232,9 @@ def _fit(state: Mapping[str, torch.Tensor], layout: OfficialLayout) -> _Fit:
     extra = len(misfits)  # checkpoint tensors the layout has no place for
     missing = [k for k in target if k not in converted]
     misfits += [f"the {layout.name} layout's tensor {k!r} (this project's name) is missing" for k in missing]
-    return _Fit(layout, converted, dropped, len(converted), len(target) + extra, misfits[0] if misfits else None)
+    return _Fit(
+        layout, converted, dropped, len(converted), len(target) + extra, misfits[0] if misfits else None
+    )
 
 
 def _unwrap(state: Any) -> dict[str, torch.Tensor]:
@@ -272,9 +274,9 @@ def convert_official(
     """Recognise an official checkpoint's layout and rename it to this project's model.
 
     ``arch`` names the layout and skips recognition. Returns (layout, converted state dict), ready for a
-    strict ``load_state_dict`` into ``timm.create_model(layout.model, num_classes=..., **layout.model_kwargs)``
-    (recomputed buffers such as Swin's ``attn_mask`` are left out). Raises ValueError naming the closest
-    layout and the first key that does not fit it.
+    strict ``load_state_dict`` into ``timm.create_model(layout.model, num_classes=...,
+    **layout.model_kwargs)`` (recomputed buffers such as Swin's ``attn_mask`` are left out). Raises
+    ValueError naming the closest layout and the first key that does not fit it.
     """
     fit = _convert(state_dict, arch)
     return fit.layout, fit.converted
@@ -287,8 +289,8 @@ def _check_recomputed(model: nn.Module, stored: Mapping[str, torch.Tensor], layo
         mine = own.get(key)
         if mine is None or mine.shape != value.shape or not torch.allclose(mine.to(value.dtype), value):
             raise ValueError(
-                f"buffer {key!r} of the {layout.name} checkpoint differs from the one {layout.model} computes: "
-                "the checkpoint was made with another window or shift configuration"
+                f"buffer {key!r} of the {layout.name} checkpoint differs from the one {layout.model} "
+                "computes: the checkpoint was made with another window or shift configuration"
             )
 
 

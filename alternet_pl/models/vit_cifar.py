@@ -65,7 +65,7 @@ class CifarPiT(PoolingVisionTransformer):
     """timm's PoolingVisionTransformer (PiT) plus ``analysis_layers()``."""
 
     def analysis_layers(self) -> OrderedDict[str, Tap]:
-        """patch_embed (stem: after the position embedding), ``transformers.s.blocks.i.attn`` / ``.mlp``, norm, head."""
+        """patch_embed (stem, after position embedding), ``transformers.s.blocks.i.attn/.mlp``, norm, head."""
         taps: OrderedDict[str, Tap] = OrderedDict(patch_embed=Tap(self.pos_drop, "stem"))
         for s, stage in enumerate(self.transformers):
             _block_taps(taps, f"transformers.{s}.blocks.", stage.blocks)
@@ -196,7 +196,7 @@ def pit_cifar_micro(pretrained: bool = False, **kwargs: Any) -> CifarPiT:
 
 @register_model
 def swin_cifar_ti(pretrained: bool = False, **kwargs: Any) -> CifarSwin:
-    """Swin-Ti for 32x32: patch 1, window 4 (maps 32, 16, 8, 4), dim 96, depths (2, 2, 6, 2), GAP, no qkv bias."""
+    """Swin-Ti for 32x32: patch 1, window 4 (maps 32..4), dim 96, depths (2, 2, 6, 2), GAP, no qkv bias."""
     args = dict(
         img_size=32,
         patch_size=1,
