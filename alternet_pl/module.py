@@ -1,15 +1,22 @@
-"""`ImageClassifier`: a timm model trained with the paper's recipe, and the clean loss analyses use."""
+"""`ImageClassifier`: a timm model trained with the paper's recipe, and the clean loss analyses use.
+
+By default everything follows the authors' code (``ops/trains.py``, ``ops/tests.py``): AdamW decays every
+parameter, the learning rate warms up linearly from 0 per iteration and then follows a cosine stepped once
+per epoch, ECE uses 10 equal bins and NLL is the mean of per-batch means. The alternatives (per-step
+cosine, no decay on norms/biases/embeddings, per-sample NLL, 15-bin ECE) are one argument away.
+"""
 
 from __future__ import annotations
 
 import difflib
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import timm
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MeanMetric
@@ -18,6 +25,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
 
 OPTIMIZERS = ("adamw", "sgd")
+LRSchedule = Literal["official", "per_step"]
+WeightDecayOn = Literal["all", "matrices"]
+NLLAverage = Literal["per_batch", "per_sample"]
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
@@ -32,8 +42,24 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
     return timm.create_model(name, num_classes=num_classes, **kwargs)
 
 
+def official_warmup_cosine(
+    step: int, warmup_steps: int, steps_per_epoch: int, cosine_epochs: int, min_ratio: float = 0.0
+) -> float:
+    """LR multiplier of the authors' schedule at optimizer step `step` (0-based).
+
+    Warm-up: ``step / warmup_steps`` (linear from 0, per iteration, as their ``WarmupScheduler``); then
+    ``CosineAnnealingLR(T_max=cosine_epochs)`` stepped once per epoch: epoch e after the warm-up trains
+    at ``min + (1 - min) * (1 + cos(pi * e / cosine_epochs)) / 2``. Training lasts warm-up + cosine epochs.
+    """
+    if step < warmup_steps:
+        return step / warmup_steps
+    epoch = min((step - warmup_steps) // max(1, steps_per_epoch), cosine_epochs)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cosine_epochs)))
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier: linear from 1/(warmup+1) to 1 over `warmup_steps`, then cosine to `min_ratio`."""
+    """LR multiplier (``lr_schedule="per_step"``): linear from 1/(warmup+1) to 1 over `warmup_steps`,
+    then a cosine to `min_ratio` over the remaining steps, per iteration."""
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     span = max(1, total_steps - warmup_steps)
@@ -42,7 +68,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 
 class ImageClassifier(pl.LightningModule):
-    """A timm classifier with AdamW/SGD, per-step warm-up + cosine, Mixup/CutMix and calibration metrics.
+    """A timm classifier with AdamW/SGD, warm-up + cosine, Mixup/CutMix and calibration metrics.
 
     Args:
         model: a timm model name (ours: `alternet_cifar_50`, `vit_cifar_ti`, ...; any timm model).
@@ -50,8 +76,16 @@ class ImageClassifier(pl.LightningModule):
         num_classes: must equal the data module's.
         optimizer: "adamw" or "sgd" (momentum 0.9, nesterov).
         lr: peak learning rate; with `lr_reference_batch` it is scaled by global batch / reference.
-        warmup_epochs: linear warm-up length; then cosine to `min_lr_ratio * lr`, stepped per iteration.
+        weight_decay_on: "all" (the authors: every parameter decays) or "matrices" (biases, 1-D tensors,
+            ``pos_embed`` and ``cls_token`` exempt).
+        warmup_epochs: linear warm-up length (per iteration).
+        lr_schedule: "official" (the paper: warm-up from 0, then a cosine over the remaining
+            ``max_epochs - warmup_epochs`` epochs stepped once per epoch; 5 + 300 = 305 epochs) or
+            "per_step" (warm-up from lr/(w+1), then a cosine over the remaining iterations, per iteration).
+            Both end at ``min_lr_ratio * lr``.
         label_smoothing, mixup_alpha, cutmix_alpha: the paper's regularisers (0 disables each).
+        ece_bins: equal-width confidence bins of ``val/ece`` (the authors: 10).
+        nll_average: ``val/nll`` as the mean of per-batch means ("per_batch", the authors) or over samples.
     """
 
     def __init__(
@@ -63,18 +97,31 @@ class ImageClassifier(pl.LightningModule):
         lr: float = 1.25e-4,
         lr_reference_batch: int | None = None,
         weight_decay: float = 0.05,
+        weight_decay_on: WeightDecayOn = "all",
         momentum: float = 0.9,
         warmup_epochs: float = 5,
+        lr_schedule: LRSchedule = "official",
         min_lr_ratio: float = 0.0,
         label_smoothing: float = 0.1,
         mixup_alpha: float = 1.0,
         cutmix_alpha: float = 0.8,
         mixup_prob: float = 1.0,
         mixup_switch_prob: float = 0.5,
+        ece_bins: int = 10,
+        nll_average: NLLAverage = "per_batch",
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {optimizer!r} not supported; choose one of {OPTIMIZERS}")
+        for name, value, options in (
+            ("lr_schedule", lr_schedule, LRSchedule),
+            ("weight_decay_on", weight_decay_on, WeightDecayOn),
+            ("nll_average", nll_average, NLLAverage),
+        ):
+            if value not in get_args(options):
+                raise ValueError(f"{name}={value!r}; valid values are {get_args(options)}")
+        if not isinstance(ece_bins, int) or ece_bins < 1:
+            raise ValueError(f"ece_bins={ece_bins!r} must be a positive integer (the authors use 10)")
         self.save_hyperparameters()
         self.model = create_model(model, num_classes, **(model_kwargs or {}))
         self.num_classes = num_classes
@@ -95,7 +142,7 @@ class ImageClassifier(pl.LightningModule):
         self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.val_ece = MulticlassCalibrationError(num_classes, n_bins=15, norm="l1")
+        self.val_ece = MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -133,7 +180,7 @@ class ImageClassifier(pl.LightningModule):
         images, labels = batch
         logits = self.model(images)
         nll = F.cross_entropy(logits, labels)
-        self.val_loss(nll, weight=labels.shape[0])
+        self.val_loss(nll, weight=1.0 if self.hparams.nll_average == "per_batch" else labels.shape[0])
         self.val_acc1(logits, labels)
         self.val_acc5(logits, labels)
         self.val_ece(logits.float().softmax(-1), labels)
@@ -146,27 +193,49 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
 
+    def global_batch_size(self) -> int | None:
+        """Images per optimizer step: per-device batch x devices x gradient accumulation (None: unknown)."""
+        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if per_device is None:
+            return None
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
     def effective_lr(self) -> float:
+        """The peak lr: ``lr``, times global batch / ``lr_reference_batch`` when a reference is set."""
         lr = self.hparams.lr
         ref = self.hparams.lr_reference_batch
         if ref:
-            dm = getattr(self.trainer, "datamodule", None)
-            batch = getattr(dm, "batch_size", ref) * self.trainer.world_size
-            batch *= self.trainer.accumulate_grad_batches
-            lr = lr * batch / ref
+            lr = lr * (self.global_batch_size() or ref) / ref
         return lr
+
+    def on_fit_start(self) -> None:
+        """Print the effective global batch size and peak learning rate (what a recipe must match)."""
+        batch = self.global_batch_size()
+        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", "?")
+        ref = self.hparams.lr_reference_batch
+        scaled = f" (lr {self.hparams.lr:g} x {batch}/{ref})" if ref else ""
+        rank_zero_info(
+            f"alternet-pl: global batch size {batch if batch is not None else 'unknown'} = {per_device} per "
+            f"device x {self.trainer.world_size} device(s) x {self.trainer.accumulate_grad_batches} "
+            f"accumulation; peak lr {self.effective_lr():.6g}{scaled}; schedule {self.hparams.lr_schedule}, "
+            f"{self.warmup_epochs:g} warm-up epochs of {self.trainer.max_epochs}"
+        )
+
+    def decay_exempt(self, name: str, param: torch.Tensor) -> bool:
+        """Whether `param` gets no weight decay: never with ``weight_decay_on="all"`` (the authors)."""
+        if self.hparams.weight_decay_on == "all":
+            return False
+        return param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
 
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            skip = param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
-            (no_decay if skip else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+            (no_decay if self.decay_exempt(name, param) else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
         lr = self.effective_lr()
         if self.hparams.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=lr)
@@ -176,7 +245,17 @@ class ImageClassifier(pl.LightningModule):
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(round(self.warmup_epochs * total / epochs))
         min_ratio = self.hparams.min_lr_ratio
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, min_ratio)
-        )
+        if self.hparams.lr_schedule == "official":
+            steps_per_epoch = max(1, round(total / epochs))
+            cosine_epochs = max(1, epochs - int(round(self.warmup_epochs)))
+
+            def factor(step: int) -> float:
+                return official_warmup_cosine(step, warmup, steps_per_epoch, cosine_epochs, min_ratio)
+
+        else:
+
+            def factor(step: int) -> float:
+                return warmup_cosine(step, warmup, total, min_ratio)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

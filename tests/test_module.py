@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.module import ImageClassifier, create_model, warmup_cosine
+from alternet_pl.module import ImageClassifier, create_model, official_warmup_cosine, warmup_cosine
 
 
 def test_warmup_cosine_closed_form():
@@ -29,14 +29,11 @@ class _LRRecorder(pl.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def test_scheduler_steps_per_iteration_with_the_closed_form(tmp_path):
-    dm = SyntheticDataModule(num_train=64, num_val=16, batch_size=16, auto_augment=None)
-    module = ImageClassifier(
-        model="resnet_cifar_micro", lr=1e-3, warmup_epochs=1, mixup_alpha=0, cutmix_alpha=0
-    )
+def _fit_recording_lrs(module, tmp_path, max_epochs, num_train=64, batch_size=16):
+    dm = SyntheticDataModule(num_train=num_train, num_val=16, batch_size=batch_size, auto_augment=None)
     rec = _LRRecorder()
     trainer = pl.Trainer(
-        max_epochs=3,
+        max_epochs=max_epochs,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -47,6 +44,19 @@ def test_scheduler_steps_per_iteration_with_the_closed_form(tmp_path):
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
+    return rec
+
+
+def test_scheduler_steps_per_iteration_with_the_closed_form(tmp_path):
+    module = ImageClassifier(
+        model="resnet_cifar_micro",
+        lr=1e-3,
+        warmup_epochs=1,
+        lr_schedule="per_step",
+        mixup_alpha=0,
+        cutmix_alpha=0,
+    )
+    rec = _fit_recording_lrs(module, tmp_path, max_epochs=3)
     steps_per_epoch, total = 4, 12
     expected = []
     for s in range(total):  # warm-up: (s+1)/(w+1); cosine after, written out independently
@@ -59,6 +69,43 @@ def test_scheduler_steps_per_iteration_with_the_closed_form(tmp_path):
     assert rec.lrs == pytest.approx(expected, rel=1e-9)
 
 
+def official_loop_lrs(base_lr, warmup_epochs, cosine_epochs, steps_per_epoch):
+    """The authors' training loop (ops/trains.py) replayed with torch's own schedulers on a dummy optimizer:
+    a warm-up scheduler (lr * last_epoch / iters) stepped per iteration, then CosineAnnealingLR(T_max)
+    stepped once per epoch. Returns the lr every iteration trains with."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cosine_epochs, eta_min=0)
+    iters = warmup_epochs * steps_per_epoch
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: i / iters)
+    lrs = []
+    for _ in range(warmup_epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            warmup.step()
+    for _ in range(cosine_epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+        cosine.step()
+    return lrs
+
+
+def test_official_schedule_equals_the_authors_loop(tmp_path):
+    """Default: warm-up from 0 per iteration, then a cosine stepped per epoch; 2 + 3 epochs of 4 steps."""
+    module = ImageClassifier(
+        model="resnet_cifar_micro", lr=1e-3, warmup_epochs=2, mixup_alpha=0, cutmix_alpha=0
+    )
+    rec = _fit_recording_lrs(module, tmp_path, max_epochs=5)
+    expected = official_loop_lrs(1e-3, warmup_epochs=2, cosine_epochs=3, steps_per_epoch=4)
+    assert len(expected) == 20 and expected[0] == 0.0 and expected[8] == pytest.approx(1e-3)
+    assert rec.lrs == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert rec.lrs[8:12] == [rec.lrs[8]] * 4  # constant within an epoch after the warm-up
+    # the closed form at the paper's length: epoch 150 of 300 after the warm-up is at half the peak
+    assert official_warmup_cosine(5 * 10 + 150 * 10, 50, 10, 300) == pytest.approx(0.5)
+    assert official_warmup_cosine(25, 50, 10, 300) == pytest.approx(0.5)
+
+
 class _Logits(nn.Module):
     """A 'model' whose input is its logits: lets the metrics see a hand-built batch."""
 
@@ -67,7 +114,9 @@ class _Logits(nn.Module):
 
 
 def test_nll_and_ece_equal_hand_computation():
-    module = ImageClassifier(model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0)
+    module = ImageClassifier(
+        model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0, ece_bins=15
+    )
     module.model = _Logits()
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.34, 0.33, 0.33]])
     labels = torch.tensor([0, 1, 1, 2])
@@ -80,6 +129,69 @@ def test_nll_and_ece_equal_hand_computation():
     ece = (abs(1 - 0.9) + abs(0 - 0.6) + abs(1 - 0.7) + abs(0 - 0.34)) / 4
     assert module.val_ece.compute() == pytest.approx(ece, rel=1e-5)
     assert module.val_acc1.compute() == pytest.approx(0.5)
+
+
+def test_official_metrics_ten_bins_and_mean_of_batch_means():
+    """ops/tests.py: ECE over 10 equal bins; NLL the mean of per-batch mean NLLs (uneven batches differ)."""
+    probs = torch.tensor([[0.92, 0.04, 0.04], [0.95, 0.03, 0.02], [0.45, 0.35, 0.2], [0.55, 0.25, 0.2]])
+    labels = torch.tensor([0, 1, 0, 2])
+    nll = -(probs[torch.arange(4), labels].log())
+    official = ImageClassifier(model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0)
+    official.model = _Logits()
+    per_sample = ImageClassifier(
+        model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0, nll_average="per_sample"
+    )
+    per_sample.model = _Logits()
+    for module in (official, per_sample):
+        module.validation_step((probs[:1].log(), labels[:1]), 0)  # a batch of 1, then one of 3
+        module.validation_step((probs[1:].log(), labels[1:]), 1)
+    assert official.val_loss.compute() == pytest.approx(float((nll[0] + nll[1:].mean()) / 2), rel=1e-6)
+    assert per_sample.val_loss.compute() == pytest.approx(float(nll.mean()), rel=1e-6)
+    # 10 bins: [.9, 1] holds .92 (right) and .95 (wrong); [.5, .6) .55 (wrong); [.4, .5) .45 (right)
+    ece10 = (2 * abs(0.5 - 0.935) + abs(0 - 0.55) + abs(1 - 0.45)) / 4
+    # 15 bins split .92 and .95 apart: [.8667, .9333) and [.9333, 1]
+    ece15 = (abs(1 - 0.92) + abs(0 - 0.95) + abs(0 - 0.55) + abs(1 - 0.45)) / 4
+    assert official.val_ece.compute() == pytest.approx(ece10, rel=1e-5)
+    fifteen = ImageClassifier(
+        model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0, ece_bins=15
+    )
+    fifteen.model = _Logits()
+    fifteen.validation_step((probs.log(), labels), 0)
+    assert fifteen.val_ece.compute() == pytest.approx(ece15, rel=1e-5)
+
+
+def test_weight_decay_on_every_parameter_by_default_exemption_is_an_option():
+    def exempt(module):
+        return {n: p.numel() for n, p in module.model.named_parameters() if module.decay_exempt(n, p)}
+
+    with torch.device("meta"):
+        alternet = ImageClassifier(model="alternet_cifar_50", num_classes=100)
+        alternet_matrices = ImageClassifier(
+            model="alternet_cifar_50", num_classes=100, weight_decay_on="matrices"
+        )
+        vit_matrices = ImageClassifier(model="vit_cifar_ti", num_classes=100, weight_decay_on="matrices")
+    assert exempt(alternet) == {}  # the authors: AdamW(model.parameters()) decays everything
+    assert sum(exempt(alternet_matrices).values()) == 55_524  # BN affines and biases
+    skipped = exempt(vit_matrices)
+    assert sum(skipped.values()) == 80_164 - 12 * 576  # the issue's count, less the qkv biases now gone
+    assert {"pos_embed", "cls_token", "blocks.0.norm1.weight", "head.bias"} <= skipped.keys()
+    assert "blocks.0.attn.qkv.weight" not in skipped
+    with pytest.raises(ValueError, match=r"weight_decay_on='some'.*'all', 'matrices'"):
+        ImageClassifier(model="resnet_cifar_micro", weight_decay_on="some")
+    with pytest.raises(ValueError, match=r"lr_schedule='cosine'.*'official', 'per_step'"):
+        ImageClassifier(model="resnet_cifar_micro", lr_schedule="cosine")
+
+
+def test_fit_start_prints_global_batch_and_lr(tmp_path, caplog):
+    module = ImageClassifier(
+        model="resnet_cifar_micro", lr=1.25e-4, lr_reference_batch=96, mixup_alpha=0, cutmix_alpha=0
+    )
+    with caplog.at_level("INFO"):
+        _fit_recording_lrs(module, tmp_path, max_epochs=1, num_train=48, batch_size=24)
+    assert (
+        "global batch size 24 = 24 per device x 1 device(s) x 1 accumulation; peak lr 3.125e-05"
+        in caplog.text
+    )
 
 
 def test_mixup_targets_sum_to_one():
