@@ -1,13 +1,20 @@
-"""Every paper experiment trains a step end to end (full-size model, its recipe, on a few synthetic
-images, since no data set can be downloaded): the recipe's options all work together."""
+"""Every paper experiment matches the authors' recipe value by value, and trains a step end to end
+(full-size model, its recipe, on a few synthetic images, since no data set can be downloaded)."""
 
 import glob
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import timm
+import torch
+import yaml
+
+import alternet_pl.data
+from alternet_pl.module import ImageClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(
@@ -46,3 +53,119 @@ def test_paper_experiment_trains_a_step(path, tmp_path):
     runs = list(tmp_path.glob("*/version_0"))
     assert len(runs) == 1 and (runs[0] / "checkpoints" / "last.ckpt").is_file()
     assert "val/acc1" in (runs[0] / "metrics.csv").read_text()
+
+
+# ----------------------------------------------------------------------------- recipe values
+
+# The authors' recipe, value by value (their configs/cifar100_vit.yaml and imagenet_vit.yaml, ops/trains.py,
+# ops/schedulers.py, ops/tests.py, models/*.py and the README's timm calls). Written here, independently of
+# the experiment files, so that a changed value in an experiment fails this test.
+AUTHORS_CIFAR = {
+    "optimizer": "adamw",
+    "lr": 1.25e-4,
+    "lr_reference_batch": 96,  # the lr is per 96 images of global batch
+    "global_batch": 96,
+    "weight_decay": 0.05,
+    "weight_decay_on": "all",  # optim.AdamW(model.parameters(), ...): no exemption
+    "warmup_epochs": 5,  # linear from 0, per iteration
+    "max_epochs": 305,  # 5 warm-up + 300 cosine epochs
+    "lr_schedule": "official",  # CosineAnnealingLR(T_max=300, eta_min=0), stepped once per epoch
+    "min_lr_ratio": 0.0,
+    "mixup_alpha": 1.0,
+    "cutmix_alpha": 0.8,
+    "mixup_prob": 1.0,
+    "mixup_switch_prob": 0.5,
+    "label_smoothing": 0.1,
+    "gradient_clip_val": 5.0,
+    "auto_augment": "rand-m9-n2-mstd1.0",
+    "re_prob": 0.0,
+    "hflip": 0.5,
+    "drop_last": False,
+    "drop_path_rate": 0.1,
+    "ece_bins": 10,
+    "nll_average": "per_batch",
+}
+AUTHORS_IMAGENET = {
+    **AUTHORS_CIFAR,
+    "lr_reference_batch": 128,  # 1.25e-4 at the global batch of 128 (not rescaled from 96)
+    "global_batch": 128,
+    "gradient_clip_val": None,
+    "auto_augment": "rand-m9-n2-mstd0.5",
+    "re_prob": 0.25,
+    "drop_last": True,
+}
+# per model: (registered name, MSA layout or None, attention window or None, qkv bias or None, extra kwargs)
+AUTHORS_MODELS = {
+    "alter_r50": ("alternet_cifar_50", ("CCC", "CCCM", "CMCMCM", "CMCM"), 4, None, {}),
+    "alter_r50_fig": ("alternet_cifar_50", ("CCC", "CCCM", "CCCCCM", "CMCM"), 4, None, {}),
+    "alter_r50_imagenet": ("alternet_50", ("CCC", "CCCM", "CMCMCM", "CMCM"), 7, None, {}),
+    "resnet50_cifar100": (
+        "resnet_cifar_50",
+        ("CCC", "CCCC", "CCCCCC", "CCC"),
+        None,
+        None,
+        {"block_style": "postact"},
+    ),
+    "vit_ti_cifar100": ("vit_cifar_ti", None, None, False, {"global_pool": "token"}),
+    "vit_ti_gap_cifar100": ("vit_cifar_ti", None, None, False, {"global_pool": "avg"}),
+    "pit_ti_cifar100": ("pit_cifar_ti", None, None, True, {}),
+    "swin_ti_cifar100": ("swin_cifar_ti", None, 4, False, {}),
+}
+
+
+def _defaults(fn) -> dict:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def effective_recipe(path: str) -> tuple[dict, dict]:
+    """(recipe values, model kwargs) as training would see them: the file's values over the defaults."""
+    cfg = yaml.safe_load(Path(path).read_text())
+    data_cls = getattr(alternet_pl.data, cfg["data"]["class_path"].rsplit(".", 1)[1])
+    model = {**_defaults(ImageClassifier.__init__), **cfg["model"]}
+    data = {**_defaults(data_cls.__init__), **cfg["data"].get("init_args", {})}
+    trainer = cfg["trainer"]
+    recipe = {k: model[k] for k in AUTHORS_CIFAR if k in model}
+    recipe |= {k: data[k] for k in ("auto_augment", "re_prob", "hflip", "drop_last")}
+    recipe |= {k: trainer.get(k) for k in ("max_epochs", "gradient_clip_val")}
+    devices = trainer.get("devices", 1)
+    assert isinstance(devices, int), f"{path}: devices={devices!r}; pin it so the global batch is known"
+    recipe["global_batch"] = data["batch_size"] * devices * trainer.get("accumulate_grad_batches", 1)
+    kwargs = dict(model.get("model_kwargs") or {})
+    recipe["drop_path_rate"] = kwargs.get("drop_path_rate", 0.0)
+    return recipe, {"model": model["model"], **kwargs}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: Path(p).stem)
+def test_experiment_recipe_matches_the_authors_value_by_value(path):
+    name = Path(path).stem
+    recipe, kwargs = effective_recipe(path)
+    authors = AUTHORS_IMAGENET if "imagenet" in name else AUTHORS_CIFAR
+    wrong = {k: (recipe.get(k), v) for k, v in authors.items() if recipe.get(k) != v}
+    assert not wrong, f"{name}: (ours, authors') differ: {wrong}"
+    registered, layout, window, qkv_bias, extra = AUTHORS_MODELS[name]
+    assert kwargs.pop("model") == registered
+    for key, value in extra.items():
+        assert kwargs.get(key) == value, (name, key)
+    with torch.device("meta"):
+        model = timm.create_model(registered, num_classes=1000 if "imagenet" in name else 100, **kwargs)
+    if layout is not None:
+        assert model.layout == layout
+    if window is not None:
+        windows = {
+            getattr(m, "window_size", None) for m in model.modules() if "WindowAttention" in type(m).__name__
+        }
+        assert windows in ({window}, {(window, window)}), (name, windows)
+    if qkv_bias is not None:
+        assert any(k.endswith("qkv.bias") for k in model.state_dict()) is qkv_bias
+    rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.1)  # stochastic depth reaches 0.1 at the last block
+
+
+def test_buildup_steps_keep_the_recipe_and_place_msas_from_the_stage_ends():
+    steps = sorted((ROOT / "experiments" / "buildup").glob("step_*.yaml"))
+    layouts = []
+    for step in steps:
+        cfg = yaml.safe_load(step.read_text())["model"]
+        assert cfg["model"] == "alternet_cifar_50" and cfg["model_kwargs"]["drop_path_rate"] == 0.1
+        layouts.append(tuple(cfg["model_kwargs"]["msa_per_stage"]))
+    assert layouts[0] == (0, 0, 0, 0) and layouts[-1] == (0, 1, 3, 2)
