@@ -128,3 +128,74 @@ def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
         CorruptionCallback(baseline=str(hand), **kw).run(module, dm, tmp_path / "r3", 0)
     with pytest.raises(ValueError, match="--corruption.root"):
         CorruptionCallback()
+
+
+# ----------------------------------------------------------------------------- values on a real classifier
+
+
+def test_corruption_metrics_of_a_real_classifier_follow_each_corruption(tmp_path):
+    """A hand-built classifier that is always right on clean images, on CIFAR-C files of three corruptions:
+    a no-op (every severity clean), Gaussian noise and contrast loss growing with severity. Every (corruption,
+    severity) metric must equal the model on exactly that slice of the file, the no-op must cost nothing and
+    the real corruptions must cost more with severity."""
+    from alternet_pl.analysis import robustness
+    from tests.test_robustness import PATTERNS, TemplateClassifier, class_patterns
+
+    n, amp = 24, 10.0  # images per severity; pattern amplitude in grey levels
+    labels = np.arange(5 * n) % len(PATTERNS)
+    clean = 128 + amp * class_patterns().permute(0, 2, 3, 1).numpy()[labels]  # (5n, 32, 32, 3)
+    rng = np.random.default_rng(0)
+    severity = np.repeat(np.arange(1, 6), n)[:, None, None, None]
+    sigma = np.array([0, 10, 40, 100, 200, 400])[severity]
+    contrast = np.array([1, 0.9, 0.7, 0.5, 0.4, 0.3])[severity]
+    files = {
+        "identity": clean,
+        "gaussian_noise": clean + sigma * rng.standard_normal(clean.shape),
+        "contrast": 128 + contrast * (clean - 128),
+    }
+    root = tmp_path / "CIFAR-C"
+    root.mkdir()
+    for name, imgs in files.items():
+        np.save(root / f"{name}.npy", np.clip(np.round(imgs), 0, 255).astype(np.uint8))
+    np.save(root / "labels.npy", labels)
+
+    model = TemplateClassifier(scale=0.5).eval()
+    dm = CorruptionDataModule(root, MEAN, STD, corruptions=list(files), batch_size=10)
+    dm.setup()
+    got = robustness.evaluate_subsets(model, dict(zip(dm.keys, dm.test_dataloader())), n_bins=10)
+
+    def reference(name: str, s: int) -> dict[str, float]:
+        """The model on rows (s-1)n .. sn - 1 of the file, normalised by hand; ECE over 10 bins by loops."""
+        imgs = np.load(root / f"{name}.npy")[(s - 1) * n : s * n]
+        x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).double() / 255 - MEAN[0]) / STD[0]
+        with torch.no_grad():
+            p = torch.softmax(model(x).double(), -1)
+        y = torch.from_numpy(labels[(s - 1) * n : s * n])
+        conf, pred = p.max(-1)
+        ece = 0.0
+        for b in range(10):
+            inside = (conf > b / 10) & (conf <= (b + 1) / 10)
+            if inside.any():
+                ece += abs(float((pred[inside] == y[inside]).double().sum() - conf[inside].sum())) / n
+        nll = float(-p[torch.arange(n), y].log().mean())
+        return {"acc": float((pred == y).double().mean()), "nll": nll, "ece": ece}
+
+    for name in files:
+        for s in range(1, 6):
+            want = reference(name, s)
+            for metric in ("acc", "nll", "ece"):
+                assert got[(name, s)][metric] == pytest.approx(want[metric], rel=1e-5, abs=1e-9), (
+                    name,
+                    s,
+                    metric,
+                )
+    acc = {c: [got[(c, s)]["acc"] for s in range(1, 6)] for c in files}
+    nll = {c: [got[(c, s)]["nll"] for s in range(1, 6)] for c in files}
+    assert acc["identity"] == [1.0] * 5 and len(set(nll["identity"])) == 1  # it really classifies
+    assert acc["gaussian_noise"][0] == 1.0 and acc["gaussian_noise"][4] <= 0.5  # noise costs accuracy
+    assert nll["gaussian_noise"][4] > nll["gaussian_noise"][0]
+    assert all(a < b for a, b in zip(nll["contrast"], nll["contrast"][1:]))  # less contrast, less confidence
+    assert nll["contrast"][0] > nll["identity"][0]
+    errors = robustness.corruption_errors({c: {s: got[(c, s)] for s in range(1, 6)} for c in files})
+    assert errors["identity"] == [0.0] * 5
+    assert robustness.mean_corruption_error(errors) == pytest.approx(1 - np.mean([acc[c] for c in files]))

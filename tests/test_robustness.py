@@ -107,3 +107,82 @@ def test_evaluate_subsets_keeps_order():
     }
     out = robustness.evaluate_subsets(model, subsets)
     assert list(out) == [("b", 1), ("a", 2)] and out[("b", 1)]["acc"] == 1.0 and out[("a", 2)]["acc"] == 0.5
+
+
+# ----------------------------------------------------------------------------- a model that really classifies
+
+N_PIX = 32
+# (axis, frequency index) of each class's pattern: four low-frequency ones, two high-frequency ones
+PATTERNS = [
+    ("x", 2, "cos"),
+    ("x", 2, "sin"),
+    ("y", 2, "cos"),
+    ("y", 2, "sin"),
+    ("x", 13, "cos"),
+    ("y", 13, "cos"),
+]
+
+
+def class_patterns(n: int = N_PIX) -> torch.Tensor:
+    """(classes, 3, n, n) zero-mean patterns with peak 1, mutually orthogonal, the same in each channel."""
+    coord = torch.arange(n, dtype=torch.float64)
+    out = []
+    for axis, k, fn in PATTERNS:
+        wave = (torch.cos if fn == "cos" else torch.sin)(2 * math.pi * k * coord / n)
+        grid = wave[None, :].expand(n, n) if axis == "x" else wave[:, None].expand(n, n)
+        out.append(grid.expand(3, n, n))
+    return torch.stack(out)
+
+
+class TemplateClassifier(nn.Module):
+    """A classifier built by hand: logit k = scale * <x, pattern_k / ||pattern_k||> (a matched filter).
+
+    On images ``amplitude * pattern_c`` (+ anything orthogonal to the patterns) it is always right;
+    noise moves the logits only through its components at the patterns' frequencies.
+    """
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        t = class_patterns()
+        self.register_buffer("templates", (t / t.flatten(1).norm(dim=1)[:, None, None, None]).float())
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.einsum("bchw,kchw->bk", x.to(self.templates.dtype), self.templates)
+
+
+def pattern_batches(amplitude: float, per_class: int = 10, batch: int = 20) -> list:
+    """Images ``amplitude * unit pattern of the class + small white noise``, labels cycling over classes."""
+    g = torch.Generator().manual_seed(1)
+    t = class_patterns().float()
+    t = t / t.flatten(1).norm(dim=1)[:, None, None, None]
+    labels = torch.arange(len(PATTERNS)).repeat(per_class)
+    x = amplitude * t[labels] + 0.002 * torch.randn(len(labels), 3, N_PIX, N_PIX, generator=g)
+    return [(x[i : i + batch], labels[i : i + batch]) for i in range(0, len(labels), batch)]
+
+
+def bands_touching_patterns(freqs, width=0.2) -> list[bool]:
+    """Per band: does its mask (the official rule, written by loops) hold any pattern's frequency?"""
+    spectrum = torch.fft.fftshift(torch.fft.fft2(class_patterns()[:, 0]), dim=(-2, -1)).abs().sum(0)
+    support = spectrum.numpy() > 1e-6
+    return [bool((loop_mask(N_PIX, f * math.pi, width) & support).any()) for f in freqs]
+
+
+def test_frequency_noise_hurts_exactly_the_bands_holding_the_class_patterns():
+    freqs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    model = TemplateClassifier()
+    data = pattern_batches(amplitude=0.5)
+    res = robustness.frequency_noise_scan(model, data, freqs, eps=1.0, width=0.2, seed=0)
+    assert res["clean_acc"] == 1.0  # it really classifies
+    touching = bands_touching_patterns(freqs)
+    assert [f for f, t in zip(freqs, touching) if t] == [0.1, 0.2, 0.8, 0.9]  # s = 0.2 rad, not 0.2 pi
+    for f, t, d in zip(freqs, touching, res["delta"]):
+        if t:  # noise at a pattern frequency flips some predictions: accuracy falls (noisy - clean < 0)
+            assert d <= -0.05, (f, d)
+        else:  # noise orthogonal to every pattern changes nothing
+            assert d == 0.0, (f, d)
+    np.testing.assert_allclose(res["acc"], res["clean_acc"] + res["delta"], atol=1e-12)
+    # more noise, bigger drop, at a band holding the patterns; none at zero noise
+    stronger = robustness.frequency_noise_accuracy(model, data, [0.2], eps=2.0, width=0.2, seed=0)
+    assert stronger[0] < res["delta"][1] - 0.1
+    assert robustness.frequency_noise_accuracy(model, data, [0.2], eps=0.0, width=0.2)[0] == 0.0
