@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SCALE ?= smoke
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install quickstart test test-slow lint bench reproduce-figures clean-runs
+.PHONY: install quickstart test test-slow lint bench bench-gpu reproduce-figures clean-runs
 
 install: $(STAMP)
 
@@ -29,9 +29,15 @@ test-slow: install
 lint: install
 	$(PY) -m ruff check alternet_pl tests benchmarks
 
+# `make bench` prints one table and writes it to benchmarks/results/<date>-<machine>.md;
+# `make bench QUICK=1` is the < 10 minute version (2 cores); `make bench-gpu` on a GPU machine.
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" $(TORCH_PINS)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) -m benchmarks.run $(if $(QUICK),--quick)
+
+bench-gpu: install
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" $(TORCH_PINS)
+	bash benchmarks/gpu.sh $(if $(DRY_RUN),--dry-run)
 
 reproduce-figures: install
 	$(PY) -m alternet_pl.report --scale $(SCALE)
