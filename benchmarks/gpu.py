@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.table import Row, interleaved, ratios, render, write_results
+from benchmarks.table import Row, interleaved, machine_description, ratios, render, write_results
 
 
 @dataclass(frozen=True)
@@ -177,19 +177,31 @@ def training_rows(s: Scale, device: str, clock: str) -> list[Row]:
 
 
 # ---- 3: Hessian -----------------------------------------------------------------------------------------
-def peak_bytes(fn: Callable[[], object], device: str) -> int:
-    """Peak memory added by `fn`: CUDA's allocator high-water mark, or (CPU) the resident-set one."""
+def peak_bytes(fn: Callable[[], object], device: str) -> tuple[int, int]:
+    """(peak, retained) bytes added by `fn`: CUDA allocator's high-water mark and what stays allocated
+    while `fn`'s result is alive; on the CPU the resident-set high-water mark (a dry run's stand-in)."""
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        fn()
+        result = fn()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
+        peak, held = torch.cuda.max_memory_allocated() - base, torch.cuda.memory_allocated() - base
+        del result
+        return peak, held
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn()
-    return max(1, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+    return max(1, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024), 0
+
+
+def _cached_product(model: nn.Module, batch: tuple, v: torch.Tensor) -> object:
+    """A product with the graph cache; returns the operator, so its cached graphs stay alive."""
+    from benchmarks.hessian_suite import our_operator
+
+    op = our_operator(model, [batch], cache_graph=True)
+    op @ v
+    return op
 
 
 def pyhessian_product(model: nn.Module, batch: tuple, device: str) -> Callable[[], object] | str:
@@ -285,23 +297,22 @@ def _hessian_one(name: str, s: Scale, device: str, clock: str) -> list[Row]:
     else:
         rows.append(Row("GPU Hessian", f"{name}: vs PyHessian", "-", "-", missed=f"PyHessian: {peer}"))
     cached.clear_cache()
-    grad_mem = peak_bytes(gradient, device)
+    grad_mem = peak_bytes(gradient, device)[0]
     mems = {
         "no graph cache": peak_bytes(lambda: cold @ v, device),
-        "graph cache (held between products)": peak_bytes(
-            lambda: our_operator(model, [batch], cache_graph=True) @ v, device
-        ),
+        "graph cache": peak_bytes(lambda: _cached_product(model, batch, v), device),
         "forward-over-reverse": peak_bytes(lambda: fwd_rev(v), device),
     }
     mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
-    for label, b in mems.items():
+    for label, (peak, held) in mems.items():
         rows.append(
             Row(
                 "GPU Hessian",
                 f"{name}: peak memory of a product ({label}) / gradient's",
-                mib(b),
+                mib(peak) + (f", {mib(held)} held between products" if held > 2**20 else ""),
                 f"gradient {mib(grad_mem)}",
-                [b / grad_mem],
+                [peak / grad_mem] if device == "cuda" else [],
+                note="" if device == "cuda" else "not measured on the CPU (the dry run only runs the code)",
             )
         )
     log(f"  {name}: " + ", ".join(f"{k} {ms(x)}" for k, x in t.items()))
@@ -372,6 +383,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     start = time.perf_counter()
+    machine = machine_description()
     rows: list[Row] = []
     for name, fn in (("hessian", hessian_rows), ("landscape", landscape_rows), ("training", training_rows)):
         log(f"[gpu:{name}] on {device}{' (dry run)' if args.dry_run else ''}")
@@ -379,7 +391,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     settings = (
         f"DRY RUN at micro sizes on {device}: the figures mean nothing" if args.dry_run else "GPU run"
     ) + f"; {s}; took {time.perf_counter() - start:.0f} s; timings in {clock} seconds."
-    text = render(rows, "alternet-pl GPU benchmark", settings)
+    text = render(rows, "alternet-pl GPU benchmark", settings, machine)
     print(text)
     if args.no_write:
         return None

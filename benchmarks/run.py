@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.table import Row, render, write_results
+from benchmarks.table import Row, machine_description, render, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("hessian", "landscape", "training", "ddp", "quickstart")
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     s = {k: v[1] if args.quick else v[0] for k, v in SETTINGS.items()}
     rows: list[Row] = []
+    machine = machine_description()
     t0 = time.perf_counter()
     if "hessian" in args.only:
         from benchmarks import hessian_suite as hs
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         f"suites: {', '.join(args.only)}; took {time.perf_counter() - t0:.0f} s. Ratios are ours / baseline "
         "per repetition, interleaved; CPU timings in process CPU seconds, one torch thread."
     )
-    text = render(rows, "alternet-pl benchmark", settings)
+    text = render(rows, "alternet-pl benchmark", settings, machine)
     print(text)
     if args.no_write:
         return None

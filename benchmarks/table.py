@@ -153,8 +153,9 @@ def machine_slug() -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "machine"
 
 
-def render(rows: Sequence[Row], title: str, settings: str = "") -> str:
-    """The markdown document: title, machine, settings, the table, one line per goal."""
+def render(rows: Sequence[Row], title: str, settings: str = "", machine: dict[str, str] | None = None) -> str:
+    """The markdown document: title, machine (as described now unless given), settings, the table, one
+    line per goal, the rows' notes."""
     head = [
         "Section",
         "Figure",
@@ -167,7 +168,7 @@ def render(rows: Sequence[Row], title: str, settings: str = "") -> str:
         "Status",
     ]
     lines = [f"# {title}", "", f"Run {dt.datetime.now().isoformat(timespec='seconds')}.", ""]
-    lines += [f"- {k}: {v}" for k, v in machine_description().items()]
+    lines += [f"- {k}: {v}" for k, v in (machine or machine_description()).items()]
     if settings:
         lines += ["", settings]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

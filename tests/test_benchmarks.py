@@ -38,7 +38,10 @@ def test_render_has_one_table_and_a_line_per_goal(tmp_path):
 def _tiny():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
-    batches = [(torch.randn(5, 3, 6, 6), torch.randint(0, 3, (5,))), (torch.randn(3, 3, 6, 6), torch.tensor([0, 1, 2]))]
+    batches = [
+        (torch.randn(5, 3, 6, 6), torch.randint(0, 3, (5,))),
+        (torch.randn(3, 3, 6, 6), torch.tensor([0, 1, 2])),
+    ]
     return model, batches
 
 
