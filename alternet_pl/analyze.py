@@ -4,6 +4,15 @@ Runs the same analyses as the training callbacks, post hoc on a checkpoint, and 
 files (`<out_dir>/analysis/<name>/<stem>.json|npz|png`; `out_dir` defaults to the checkpoint's
 run directory). Each analysis's options are flags `--<name>.<option>` (see `--help`); their defaults
 come from the run config's `analyses:` entry for that analysis when it has one.
+
+The paper authors' checkpoints: `--official PATH --data cifar100 --analysis NAME ...` (instead of
+`--config` / `--ckpt_path`) loads PATH with `alternet_pl.models.load_official` (layout recognised from
+its tensors; `--arch` overrides), wraps it in an `ImageClassifier` with the paper's recipe (so
+augmented-data analyses see Mixup / CutMix as in training) and writes to `runs/official/<layout>/`
+(`--out_dir` overrides) as a run would, with a `config.yaml` naming the model and data.
+`--data` is cifar10, cifar100, imagenet, synthetic or a YAML file with a `data:` section (e.g.
+configs/data/cifar100.yaml); `--data_root` sets its root. `--analyses_from FILE` takes the analyses'
+defaults from a file's `analyses:` entries (e.g. configs/analysis/paper.yaml), as a run config would.
 """
 
 from __future__ import annotations
@@ -19,10 +28,28 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
+from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import ANALYSES
+from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
 from alternet_pl.module import ImageClassifier
 
-__all__ = ["build_parser", "load_checkpoint", "load_run_config", "main", "run_config_defaults"]
+__all__ = [
+    "DATA_NAMES",
+    "build_parser",
+    "load_checkpoint",
+    "load_run_config",
+    "main",
+    "official_setup",
+    "resolve_data_config",
+    "run_config_defaults",
+]
+
+DATA_NAMES = {
+    "cifar10": "alternet_pl.data.CIFAR10DataModule",
+    "cifar100": "alternet_pl.data.CIFAR100DataModule",
+    "imagenet": "alternet_pl.data.ImageNetDataModule",
+    "synthetic": "alternet_pl.data.SyntheticDataModule",
+}
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
@@ -96,8 +123,33 @@ def build_parser(
         ValueError: a run-config option this version of the analysis does not take.
     """
     parser = ArgumentParser(description=__doc__, default_env=False)
-    parser.add_argument("--config", type=str, required=True, help="the run's config.yaml")
-    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint to analyse")
+    parser.add_argument("--config", type=str | None, default=None, help="the run's config.yaml")
+    parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to analyse")
+    parser.add_argument(
+        "--official",
+        type=str | None,
+        default=None,
+        help="an official checkpoint of the paper's authors (instead of --config / --ckpt_path)",
+    )
+    parser.add_argument(
+        "--arch",
+        type=str | None,
+        default=None,
+        help=f"with --official: its layout, one of {sorted(OFFICIAL_LAYOUTS)} (default: recognised)",
+    )
+    parser.add_argument(
+        "--data",
+        type=str | None,
+        default=None,
+        help=f"with --official: one of {sorted(DATA_NAMES)} or a YAML file with a data: section",
+    )
+    parser.add_argument("--data_root", type=str | None, default=None, help="with --data: the data's root")
+    parser.add_argument(
+        "--analyses_from",
+        type=str | None,
+        default=None,
+        help="a YAML file whose analyses: entries give the defaults (e.g. configs/analysis/paper.yaml)",
+    )
     parser.add_argument(
         "--analysis", type=str, nargs="+", required=True, help=f"one or more of: {sorted(ANALYSES)}"
     )
@@ -133,35 +185,123 @@ def _first_pass(args: list[str]) -> argparse.Namespace:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--analysis", nargs="+")
+    pre.add_argument("--analyses_from")
+    pre.add_argument("--official")
     return pre.parse_known_args(args)[0]
+
+
+def resolve_data_config(data: str, root: str | None = None) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` for `--data`: a name in DATA_NAMES or a YAML file with ``data:``.
+
+    Raises:
+        ValueError: neither a known name nor a readable YAML file with a ``data:`` section.
+    """
+    if data in DATA_NAMES:
+        config: dict[str, Any] = {"class_path": DATA_NAMES[data], "init_args": {}}
+    elif Path(data).is_file():
+        loaded = yaml.safe_load(Path(data).read_text()) or {}
+        section = loaded.get("data") if isinstance(loaded, dict) else None
+        if not isinstance(section, dict) or "class_path" not in section:
+            raise ValueError(f"--data {data}: the file has no data: section with a class_path")
+        config = {"class_path": section["class_path"], "init_args": dict(section.get("init_args") or {})}
+    else:
+        raise ValueError(
+            f"--data {data!r}: use one of {sorted(DATA_NAMES)} or a YAML file with a data: section"
+        )
+    if root is not None:
+        config["init_args"]["root"] = root
+    return config
+
+
+def official_setup(
+    path: str | Path, data: str, root: str | None = None, arch: str | None = None
+) -> tuple[ImageClassifier, Any, dict[str, Any]]:
+    """(module, datamodule, run config) for an official checkpoint: the loaded model inside an
+    `ImageClassifier` with the paper's recipe, the data module `--data` names, and the config.yaml
+    that describes them.
+
+    Raises:
+        ValueError: the data's class count differs from the checkpoint's.
+    """
+    model = load_official(path, arch)  # type: ignore[arg-type]
+    layout = OFFICIAL_LAYOUTS[model.official_arch]
+    num_classes = int(model.num_classes)
+    model_config = {
+        "model": layout.model,
+        "model_kwargs": dict(layout.model_kwargs),
+        "num_classes": num_classes,
+    }
+    module = ImageClassifier(**model_config)
+    module.model = model
+    data_config = resolve_data_config(data, root)
+    datamodule = instantiate_class((), data_config)
+    data_classes = getattr(datamodule, "num_classes", num_classes)
+    if data_classes != num_classes:
+        raise ValueError(
+            f"the official {layout.name} checkpoint has {num_classes} classes but --data {data} has "
+            f"{data_classes}; pass the data set it was trained on"
+        )
+    run_config = {
+        "experiment": f"official/{layout.name}",
+        "official": {"path": str(path), "arch": layout.name},
+        "model": model_config,
+        "data": data_config,
+    }
+    return module, datamodule, run_config
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
     args = list(args if args is not None else sys.argv[1:])
     first = _first_pass(args)
-    run_config = load_run_config(first.config) if first.config and Path(first.config).is_file() else None
-    parser = build_parser(run_config_defaults(run_config) if run_config else None, first.analysis)
+    has_config = first.config and Path(first.config).is_file() and not first.official
+    run_config = load_run_config(first.config) if has_config else None
+    defaults = run_config_defaults(run_config) if run_config else {}
+    if first.analyses_from:
+        source = Path(first.analyses_from)
+        if not source.is_file():
+            raise FileNotFoundError(f"--analyses_from {source}: no such file")
+        defaults = {**run_config_defaults(yaml.safe_load(source.read_text()) or {}), **defaults}
+    parser = build_parser(defaults or None, first.analysis)
     cfg = parser.parse_args(args)
     unknown = [a for a in cfg.analysis if a not in ANALYSES]
     if unknown:
         parser.error(f"unknown analysis {unknown}; registered: {sorted(ANALYSES)}")
-    if run_config is None:
-        run_config = load_run_config(cfg.config)  # raises: not found / not a run config
-    module = ImageClassifier(**dict(run_config["model"]))
-    checkpoint_epoch = load_checkpoint(module, cfg.ckpt_path)
-    module.to(cfg.device).eval()
-    datamodule = instantiate_class((), run_config["data"])
-    ckpt = Path(cfg.ckpt_path)
-    out_dir = (
-        Path(cfg.out_dir)
-        if cfg.out_dir
-        else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
-    )
+    if cfg.official is not None:
+        if cfg.config is not None or cfg.ckpt_path is not None:
+            parser.error("--official replaces --config and --ckpt_path; pass one or the other")
+        if cfg.data is None:
+            parser.error(f"--official needs --data: one of {sorted(DATA_NAMES)} or a data config YAML")
+        module, datamodule, official_config = official_setup(cfg.official, cfg.data, cfg.data_root, cfg.arch)
+        module.to(cfg.device).eval()
+        ckpt = Path(cfg.official)
+        ckpt_stem = ckpt.name
+        for suffix in (".tar", ".pth", ".pt"):  # the authors' files end in .pth.tar
+            ckpt_stem = ckpt_stem.removesuffix(suffix)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / str(official_config["experiment"])
+        checkpoint_epoch = 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / "config.yaml", yaml.safe_dump(official_config, sort_keys=False))
+    else:
+        if cfg.config is None or cfg.ckpt_path is None:
+            parser.error("pass --config RUN/config.yaml and --ckpt_path CKPT, or --official PATH --data NAME")
+        if run_config is None:
+            run_config = load_run_config(cfg.config)  # raises: not found / not a run config
+        module = ImageClassifier(**dict(run_config["model"]))
+        checkpoint_epoch = load_checkpoint(module, cfg.ckpt_path)
+        module.to(cfg.device).eval()
+        datamodule = instantiate_class((), run_config["data"])
+        ckpt = Path(cfg.ckpt_path)
+        ckpt_stem = ckpt.stem
+        out_dir = (
+            Path(cfg.out_dir)
+            if cfg.out_dir
+            else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+        )
     init = parser.instantiate_classes(cfg)
     results = {}
     for name in cfg.analysis:
         callback = init[name]
-        stem = f"{ckpt.stem}-epoch={checkpoint_epoch:03d}"
+        stem = f"{ckpt_stem}-epoch={checkpoint_epoch:03d}"
         results[name] = callback.run(module, datamodule, out_dir, epoch=checkpoint_epoch, stem=stem)
         print(f"{name}: {out_dir / 'analysis' / name / stem}.*  {results[name].scalars()}", flush=True)
     return results

@@ -138,3 +138,50 @@ def test_swin_stored_masks_are_checked_against_the_model() -> None:
     state["layers.0.blocks.1.attn_mask"] = torch.zeros_like(state["layers.0.blocks.1.attn_mask"])
     with pytest.raises(ValueError, match=r"attn_mask.*differs"):
         zoo.load_official(state)
+
+
+@pytest.mark.slow
+def test_analyze_runs_analyses_on_an_official_checkpoint(tmp_path: Path) -> None:
+    """`analyze --official PATH --data ...` writes results laid out like a run's, plus a config.yaml."""
+    import yaml
+
+    from alternet_pl import analyze
+    from alternet_pl.analysis.records import load_record
+
+    spec = layout("vit_ti_cifar100")
+    path = tmp_path / "vit.pth.tar"
+    torch.save({"name": "vit_ti", "state_dict": filled(spec)}, path)
+    data = tmp_path / "data.yaml"
+    init = {"num_train": 8, "num_val": 4, "num_classes": 100, "batch_size": 4}
+    data.write_text(
+        yaml.safe_dump({"data": {"class_path": "alternet_pl.data.SyntheticDataModule", "init_args": init}})
+    )
+    out = tmp_path / "run"
+    args = ["--official", str(path), "--data", str(data), "--analysis", "variance", "--out_dir", str(out)]
+    results = analyze.main([*args, "--variance.data.num_batches", "1"])
+    record = load_record(out / "analysis" / "variance" / "vit-epoch=000.json")
+    assert record.layers[0] == "patch_embed" and record.layers == results["variance"].layers
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["official"]["arch"] == "vit_ti_cifar100" and config["model"]["model"] == "vit_cifar_ti"
+    with pytest.raises(SystemExit):  # --official and --config together
+        analyze.main([*args, "--config", str(data)])
+    with pytest.raises(ValueError, match=r"has 100 classes but --data synthetic has 10"):
+        analyze.main(
+            ["--official", str(path), "--data", "synthetic", "--analysis", "variance", "--out_dir", str(out)]
+        )
+
+
+def test_analyze_official_arguments_are_checked_before_anything_loads(tmp_path: Path) -> None:
+    from alternet_pl import analyze
+
+    with pytest.raises(SystemExit):  # --official without --data
+        analyze.main(["--official", str(tmp_path / "x.pth"), "--analysis", "variance"])
+    with pytest.raises(SystemExit):  # neither --official nor --config / --ckpt_path
+        analyze.main(["--analysis", "variance"])
+    assert analyze.resolve_data_config("cifar100", "/data")["init_args"] == {"root": "/data"}
+    with pytest.raises(ValueError, match=r"--data 'cifar1000'.*cifar100"):
+        analyze.resolve_data_config("cifar1000")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {}\n")
+    with pytest.raises(ValueError, match="no data: section"):
+        analyze.resolve_data_config(str(bad))
