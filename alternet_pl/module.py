@@ -23,6 +23,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
+from alternet_pl.analysis.loss import cross_entropy_loss
 
 OPTIMIZERS = ("adamw", "sgd")
 LRSchedule = Literal["official", "per_step"]
@@ -157,8 +158,7 @@ class ImageClassifier(pl.LightningModule):
 
     def eval_loss(self, batch) -> torch.Tensor:
         """Clean mean cross-entropy on a batch: no augmentation, no smoothing (what analyses use)."""
-        images, labels = batch[0], batch[1]
-        return F.cross_entropy(self.model(images), labels)
+        return cross_entropy_loss(self.model, batch)[0]
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch

@@ -279,7 +279,7 @@ def _ddp_all():
         {k: v.numpy() for k, v in fourier.model_delta_log_amplitude(model, data).items()},
         variance.model_feature_map_variance(model, data),
         robustness.frequency_noise_accuracy(model, data, [0.3, 0.9], eps=0.5, width=0.5, seed=1),
-        lesion.lesion_accuracy(model, data)["acc"],
+        lesion.lesion_accuracy(model, data).acc,
         robustness.evaluate_subsets(model, {("a", 1): data[:2], ("b", 1): data[2:], ("c", 2): data[1:]}),
     )
 
@@ -369,7 +369,7 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
         np.testing.assert_allclose(saved["delta"], ref)
     else:
         assert any(n.endswith(".attn") for n in saved["layers"]) and "drop_msa" in result.scalars()
-        assert saved["acc"] == list(lesion.lesion_accuracy(module.model, batches_)["acc"].values())
+        assert saved["acc"] == list(lesion.lesion_accuracy(module.model, batches_).acc.values())
 
 
 def test_freq_noise_plot_takes_several_runs(tmp_path):

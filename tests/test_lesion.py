@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alternet_pl.analysis.features import eval_mode, select_taps
+from alternet_pl.analysis.features import select_taps
 from alternet_pl.analysis.lesion import lesion_accuracy, lesioned
+from alternet_pl.analysis.state import eval_mode
 from tests.test_fourier import TinyCNN, batches, tiny_vit
 
 
@@ -35,7 +36,7 @@ def test_lesion_of_zero_branch_changes_nothing():
         model.b1.residual[-1].bias.zero_()
     data = batches()
     res = lesion_accuracy(model, data)
-    assert res["drop"]["b1"] == 0.0 and res["acc"]["b1"] == res["clean_acc"]
+    assert res.drop["b1"] == 0.0 and res.acc["b1"] == res.clean_acc
     with eval_mode(model), torch.no_grad(), lesioned(select_taps(model, ["b1"])["b1"]):
         out = model(data[0][0])
     torch.testing.assert_close(out, model.eval()(data[0][0]), rtol=0, atol=0)
@@ -45,14 +46,14 @@ def test_accuracies_match_brute_force():
     model = TinyCNN(seed=3).eval()
     data = batches(bs=(7, 6, 5))
     res = lesion_accuracy(model, data)
-    assert list(res["acc"]) == ["b1", "b2"]  # taps without a branch are skipped
+    assert list(res.acc) == ["b1", "b2"]  # taps without a branch are skipped
     with torch.no_grad():
         x = torch.cat([b[0] for b in data])
         y = torch.cat([b[1] for b in data])
         clean = (model(x).argmax(-1) == y).double().mean().item()
         no_b1 = (manual_without_b1(model, x).argmax(-1) == y).double().mean().item()
-    assert res["clean_acc"] == pytest.approx(clean) and res["acc"]["b1"] == pytest.approx(no_b1)
-    assert res["drop"]["b1"] == pytest.approx(clean - no_b1)
+    assert res.clean_acc == pytest.approx(clean) and res.acc["b1"] == pytest.approx(no_b1)
+    assert res.drop["b1"] == pytest.approx(clean - no_b1)
 
 
 def test_vit_attention_lesion_skips_attention():

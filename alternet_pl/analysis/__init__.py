@@ -1,4 +1,34 @@
 """Pure-PyTorch analyses: functions over (model, loss_fn, batches) that know nothing of Lightning.
 
-Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``.
+Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``; the clean loss is
+`loss.cross_entropy_loss`, a weight-decay term is added by `weight_decay.WeightDecayLoss`.
+
+    hessian/        HessianOperator and its algorithms (eigenvalues, trace, density, spectrum)
+    landscape.py    random directions and loss grids      trajectory.py  PCA of saved weights
+    fourier.py      log amplitude of feature maps          variance.py    feature-map variance
+    lesion.py       accuracy with residual branches removed
+    robustness.py   frequency-band noise and corruptions   freq.py        band masks and noise
+    features.py     the one feature collector (taps)       params.py      parameter selection
+    loss.py         the clean loss                          weight_decay.py  the penalty forms
+    state.py        restore_state, eval_mode                progress.py    the progress-bar rule
+    dist.py         torch.distributed helpers               results.py     the atomic result writer
 """
+
+__all__ = [
+    "dist",
+    "features",
+    "fourier",
+    "freq",
+    "hessian",
+    "landscape",
+    "lesion",
+    "loss",
+    "params",
+    "progress",
+    "results",
+    "robustness",
+    "state",
+    "trajectory",
+    "variance",
+    "weight_decay",
+]

@@ -7,6 +7,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+__all__ = [
+    "all_gather_objects",
+    "all_reduce_sum",
+    "broadcast_object",
+    "broadcast_tensor",
+    "check_same_batches",
+    "is_distributed",
+    "rank_and_world",
+]
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
+from alternet_pl.analysis.progress import progress
+from alternet_pl.analysis.state import eval_mode
 from alternet_pl.models.taps import Tap
 
 __all__ = [
@@ -26,7 +28,6 @@ __all__ = [
     "capture",
     "check_reached",
     "collect_features",
-    "eval_mode",
     "is_channels_last",
     "layer_kinds",
     "map_batches",
@@ -130,18 +131,6 @@ def check_reached(store: Mapping[str, Any], taps: Mapping[str, Tap]) -> None:
         raise RuntimeError(f"layer(s) {missing} were not run by the forward pass; check analysis_layers()")
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode (no BN statistic updates, no dropout); restore the flags after."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
-
-
 def collect_features(
     model: nn.Module,
     images: torch.Tensor,
@@ -203,16 +192,11 @@ def map_batches(fn: Callable[[int, Any], Any], batches: Iterable, desc: str = ""
     Every rank gets the full list back in batch order, so reductions done afterwards in that order
     are identical on one process and under DDP.
     """
-    import sys
-
-    from tqdm import tqdm
-
     rank, world = rank_and_world()
     batches = list(batches)
     check_same_batches(batches, desc or "map_batches")
     mine = [(i, b) for i, b in enumerate(batches) if i % world == rank]
-    quiet = not sys.stderr.isatty() or rank != 0
-    local = [(i, fn(i, b)) for i, b in tqdm(mine, desc=desc or None, disable=quiet, leave=False)]
+    local = [(i, fn(i, b)) for i, b in progress(mine, desc=desc)]
     gathered = [item for part in all_gather_objects(local) for item in part]
     return [r for _, r in sorted(gathered, key=lambda ir: ir[0])]
 

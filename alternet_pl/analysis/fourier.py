@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -20,23 +19,20 @@ from alternet_pl.analysis.features import (
     as_feature_map,
     capture,
     check_reached,
-    eval_mode,
     is_channels_last,
     map_batches,
     select_taps,
 )
 from alternet_pl.analysis.freq import centered_fft2
+from alternet_pl.analysis.state import eval_mode
 
 __all__ = [
     "DEFAULT_KINDS",
     "delta_from_map",
     "delta_log_amplitude",
-    "frequency_axis",
     "log_amplitude_map",
     "model_delta_log_amplitude",
 ]
-
-#: tap kinds analysed by default (stem, blocks); pooled/head outputs are not feature maps.
 
 
 def log_amplitude_map(z: torch.Tensor, name: str = "feature", reduce: str = "mean") -> torch.Tensor:
@@ -62,11 +58,6 @@ def delta_from_map(amp: torch.Tensor) -> torch.Tensor:
     idx = c + torch.arange(h - c)
     diag = amp[idx, idx]
     return diag - diag[0]
-
-
-def frequency_axis(n: int) -> np.ndarray:
-    """The official plot's x-axis: n values evenly from 0 to 1 (units of pi)."""
-    return np.linspace(0.0, 1.0, n)
 
 
 def delta_log_amplitude(features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ Which tensors get a zero direction (``ignore="biasbn"``, the default; ``ignore="
     name: the parameter name, lower-cased, contains one of `SKIP_PATTERNS`;
   * by shape, any 3-D tensor with a leading dim of 1 that is not the weight of a Conv/Linear
     module: a batch-broadcast token or position table of shape (1, N, D) under some other name.
+  With ``norm="official"`` the rule is the official code's instead: only tensors with fewer than 2
+  dims and position tables (`OFFICIAL_SKIP_PATTERNS`: its keywords "pos_embed" and
+  "relative_position", plus "rel_pos", this project's name for AlterNet's relative-position table)
+  are zeroed; the CLS token and other (1, N, D) tokens ARE perturbed there.
 Every other tensor is normalised per slice along dim 0 (one slice per conv filter / linear row).
 
 Normalisations (``norm``), with d the Gaussian draw and theta the tensor's weights:
@@ -17,26 +21,50 @@ Normalisations (``norm``), with d the Gaussian draw and theta the tensor's weigh
     i.e. one norm per position of the remaining dims, d <- d * ||theta||_0 / (||d||_0 + 1e-7). Kept
     to reproduce the paper's figures; "filter" is the definition the paper cites;
   * "layer": d <- d / ||d|| * ||theta|| over the whole tensor; "none": the raw Gaussian draw.
+
+The loss plotted with a weight-decay term (the paper's NLL + wd * sum_p ||theta_p||_2) is
+``WeightDecayLoss(cross_entropy_loss, wd)``: `evaluate_grid` then records the data term and the
+penalty apart as well.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
+from alternet_pl.analysis.params import trainable_parameters
+from alternet_pl.analysis.progress import progress as progress_bar
 from alternet_pl.analysis.state import restore_state, to_device
+from alternet_pl.analysis.weight_decay import WeightDecayLoss
 
-NORMS = ("filter", "layer", "official", "none")
-IGNORES = ("biasbn", "none")
+__all__ = [
+    "IGNORES",
+    "NORMS",
+    "OFFICIAL_SKIP_PATTERNS",
+    "SKIP_PATTERNS",
+    "Directions",
+    "Ignore",
+    "LandscapeGrid",
+    "Norm",
+    "directions_from_flat",
+    "evaluate_grid",
+    "is_zeroed",
+    "normalise",
+    "random_directions",
+]
+
+Norm = Literal["filter", "layer", "official", "none"]
+NORMS: tuple[str, ...] = get_args(Norm)
+Ignore = Literal["biasbn", "none"]
+IGNORES: tuple[str, ...] = get_args(Ignore)
 SKIP_PATTERNS = (
     "pos_embed",
     "position_embed",
@@ -47,13 +75,10 @@ SKIP_PATTERNS = (
     "rel_pos",
     "pos_bias",
 )
+#: the official code's `kws=["pos_embed", "relative_position"]` (+ our name of the same table)
+OFFICIAL_SKIP_PATTERNS = ("pos_embed", "relative_position", "rel_pos")
 
 Directions = dict[str, torch.Tensor]
-
-
-def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """{name: parameter} for the parameters that require grad, in `named_parameters` order."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _layer_weight_names(model: nn.Module) -> set[str]:
@@ -70,17 +95,22 @@ def is_zeroed(
     tensor: torch.Tensor,
     layer_weights: set[str] = frozenset(),
     skip: Sequence[str] = SKIP_PATTERNS,
+    by_shape: bool = True,
 ) -> bool:
-    """The `ignore="biasbn"` rule of the module docstring: True when the direction is set to zero."""
+    """The `ignore="biasbn"` rule of the module docstring: True when the direction is set to zero.
+
+    `by_shape` adds the (1, N, D) table rule (off for the official rule)."""
     if tensor.ndim < 2:
         return True
     if any(p in name.lower() for p in skip):
         return True
-    return tensor.ndim == 3 and tensor.shape[0] == 1 and name not in layer_weights
+    return by_shape and tensor.ndim == 3 and tensor.shape[0] == 1 and name not in layer_weights
 
 
-def normalise(d: torch.Tensor, w: torch.Tensor, norm: str) -> torch.Tensor:
-    """Scale a random draw `d` to the weights `w` (see module docstring); computed in float64."""
+def normalise(d: torch.Tensor, w: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """`d` scaled to the weights `w` (see module docstring), computed in float64, returned in w's dtype.
+
+    Raises ValueError for an unknown `norm`."""
     d64, w64 = d.double(), w.detach().double()
     if norm == "none":
         out = d64
@@ -101,15 +131,17 @@ def random_directions(
     model: nn.Module,
     n: int = 2,
     seed: int = 0,
-    norm: str = "filter",
-    ignore: str = "biasbn",
-    skip: Sequence[str] = SKIP_PATTERNS,
+    norm: Norm = "filter",
+    ignore: Ignore = "biasbn",
+    skip: Sequence[str] | None = None,
 ) -> list[Directions]:
     """`n` seeded Gaussian directions {param_name: tensor} over the trainable parameters, normalised.
 
-    The draw uses its own CPU generator (global RNG untouched), so a seed gives the same directions
-    on every rank and device. Zeroed tensors still consume their draw: the other tensors' directions
-    do not depend on `ignore`.
+    `skip`: name patterns of zeroed tensors; None is `SKIP_PATTERNS` (`OFFICIAL_SKIP_PATTERNS` and no
+    shape rule with ``norm="official"``). The draw uses its own CPU generator (global RNG untouched),
+    so a seed gives the same directions on every rank and device. Zeroed tensors still consume their
+    draw: the other tensors' directions do not depend on `ignore`. Returns a list of `n` dicts.
+    Raises ValueError for a bad `n`, `norm` or `ignore`, or a model without trainable parameters.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"random_directions: n={n!r}; pass the number of directions, an int >= 1")
@@ -118,8 +150,9 @@ def random_directions(
     if ignore not in IGNORES:
         raise ValueError(f"random_directions: ignore={ignore!r} not understood; choose one of {IGNORES}")
     params = trainable_parameters(model)
-    if not params:
-        raise ValueError("random_directions: the model has no trainable parameters (requires_grad=True)")
+    official = norm == "official"
+    if skip is None:
+        skip = OFFICIAL_SKIP_PATTERNS if official else SKIP_PATTERNS
     layer_weights = _layer_weight_names(model)
     gen = torch.Generator().manual_seed(int(seed))
     dirs = []
@@ -128,7 +161,7 @@ def random_directions(
         for name, p in params.items():
             draw_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
             r = torch.randn(p.shape, generator=gen, dtype=draw_dtype)
-            if ignore == "biasbn" and is_zeroed(name, p, layer_weights, skip):
+            if ignore == "biasbn" and is_zeroed(name, p, layer_weights, skip, by_shape=not official):
                 d[name] = torch.zeros_like(p, memory_format=torch.contiguous_format).detach()
             else:
                 d[name] = normalise(r, p.detach().cpu(), norm).to(p.device)
@@ -195,6 +228,24 @@ def _check_coords(coords: Sequence, n_dirs: int) -> list[np.ndarray]:
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class LandscapeGrid:
+    """`evaluate_grid`'s result; every array has the grid's shape (len(coords[0]), len(coords[1]), ...).
+
+    loss: the mean of `loss_fn` (with a `WeightDecayLoss`: nll + its penalty, the paper's plotted
+    loss); nll: the data term alone (= loss without weight decay); acc: accuracy (NaN when loss_fn
+    returns no correct count); penalty: the weight-decay term wd * sum_p ||theta_p|| per cell, None
+    without weight decay; nonfinite_cells: coordinates of NaN/inf losses; notes: what to know.
+    """
+
+    loss: np.ndarray
+    nll: np.ndarray
+    acc: np.ndarray
+    penalty: np.ndarray | None = None
+    nonfinite_cells: list[tuple[float, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def _eval_cell(
     model: nn.Module, loss_fn: Callable, batches: list, device: torch.device
 ) -> tuple[torch.Tensor, int]:
@@ -225,19 +276,18 @@ def evaluate_grid(
     batches: Iterable,
     dirs: Sequence[Directions],
     coords: Sequence[Sequence[float]],
-    weight_decay: float = 0.0,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> LandscapeGrid:
     """Mean loss and accuracy at theta + sum_k coords[k][i_k] * dirs[k], for every grid cell.
 
-    Returns {"loss", "acc", "nll"} arrays of shape (len(coords[0]), len(coords[1]), ...) (plus "l2",
-    the sum over parameter tensors of ||theta_p||_2, when `weight_decay` != 0; then "loss" = nll +
-    weight_decay * l2, the paper's plotted loss), "nonfinite_cells" (coordinates of NaN/inf losses,
-    also warned about) and "notes". Cells are set from the saved weights (no drift), the model runs in
-    eval mode (BN statistics untouched), and everything is restored bit-identically afterwards. Under
-    torch.distributed the cells are split round-robin over ranks and gathered: every rank returns the
-    same arrays. Under DDP every rank must pass the SAME full list of batches (not a per-rank shard
-    from a DistributedSampler): the work is split by cells, not by data.
+    With ``loss_fn = WeightDecayLoss(inner, wd, form)`` the data term (`inner`, averaged over the
+    batches) and the penalty (once per cell) are also recorded apart. Cells are set from the saved
+    weights (no drift), the model runs in eval mode (BN statistics untouched), and everything is
+    restored bit-identically afterwards. Under torch.distributed the cells are split round-robin over
+    ranks and gathered: every rank returns the same arrays; every rank must pass the SAME full list
+    of batches (not a per-rank shard from a DistributedSampler): the work is split by cells.
+    Returns a `LandscapeGrid`; NaN/inf cells are recorded and warned about. Raises TypeError /
+    ValueError for directions or coordinates that do not fit the model, or an empty batch list.
     """
     params = trainable_parameters(model)
     _check_directions(dirs, params)
@@ -246,6 +296,8 @@ def evaluate_grid(
     batches = [to_device(b, device) for b in batches]
     if not batches:
         raise ValueError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
+    decay = loss_fn if isinstance(loss_fn, WeightDecayLoss) and loss_fn.weight_decay else None
+    data_loss = decay.loss_fn if decay is not None else loss_fn
     shape = tuple(len(a) for a in axes)
     rank, world = rank_and_world()
     check_same_batches(batches, "evaluate_grid")
@@ -258,11 +310,9 @@ def evaluate_grid(
         targets = [params[n] for n in active]
         origin = [params[n].detach().clone() for n in active]
         steps = [[d[n].to(device=params[n].device, dtype=params[n].dtype) for n in active] for d in dirs]
-        all_params = list(model.parameters())
-        quiet = not progress or not sys.stderr.isatty() or rank != 0
         sums, counts = [], []
         base_key, base = None, origin  # theta + the moves along all but the last axis, per grid row
-        for idx in tqdm(mine, desc="landscape", disable=quiet, leave=False):
+        for idx in progress_bar(mine, desc="landscape", enabled=progress):
             cell = np.unravel_index(idx, shape)
             if targets:
                 if cell[:-1] != base_key:  # a new row: rebuild its base once, from the saved weights
@@ -274,48 +324,54 @@ def evaluate_grid(
                 last = float(axes[-1][cell[-1]])
                 if last != 0.0:
                     torch._foreach_add_(targets, steps[-1], alpha=last)
-            cell_sums, count = _eval_cell(model, loss_fn, batches, device)
-            if weight_decay:
-                norms = torch._foreach_norm(all_params)
-                l2 = torch.stack([v.double() for v in norms]).sum().reshape(1)
+            cell_sums, count = _eval_cell(model, data_loss, batches, device)
+            if decay is not None:
+                penalty = decay.penalty(model).detach().to(device=device, dtype=torch.float64).reshape(1)
             else:
-                l2 = torch.full((1,), math.nan, dtype=torch.float64, device=device)
-            sums.append(torch.cat([cell_sums, l2]))
+                penalty = torch.full((1,), math.nan, dtype=torch.float64, device=device)
+            sums.append(torch.cat([cell_sums, penalty]))
             counts.append(count)
         if sums:  # one host transfer for all of this rank's cells
             table = torch.stack(sums).cpu().numpy()
             results = [(idx, row[0], n, row[1], row[2]) for idx, row, n in zip(mine, table, counts)]
     gathered = [r for part in all_gather_objects(results) for r in part]
-    nll, acc, l2s = (np.full(shape, np.nan) for _ in range(3))
-    for idx, total, count, correct, l2 in gathered:
+    nll, acc, penalty = (np.full(shape, np.nan) for _ in range(3))
+    for idx, total, count, correct, pen in gathered:
         cell = np.unravel_index(idx, shape)
         nll[cell] = total / count if count else math.nan
         acc[cell] = correct / count if count else math.nan
-        l2s[cell] = l2
-    out: dict[str, Any] = {"nll": nll, "acc": acc, "notes": []}
-    out["loss"] = nll + weight_decay * l2s if weight_decay else nll.copy()
-    if weight_decay:
-        out["l2"] = l2s
+        penalty[cell] = pen
+    loss = nll + penalty if decay is not None else nll.copy()
+    notes = []
     if np.isnan(acc).all():
-        out["notes"].append(
+        notes.append(
             "acc is NaN: loss_fn returned (loss, n) without num_correct; return "
             "(loss, n, num_correct) as cross_entropy_loss does to get accuracies"
         )
-    bad = np.argwhere(~np.isfinite(out["loss"]))
-    out["nonfinite_cells"] = [tuple(float(axes[k][i]) for k, i in enumerate(c)) for c in bad]
+    bad = np.argwhere(~np.isfinite(loss))
+    nonfinite = [tuple(float(axes[k][i]) for k, i in enumerate(c)) for c in bad]
     if len(bad):
         msg = (
             f"evaluate_grid: the loss is NaN/inf at {len(bad)} of {nll.size} cells (recorded as is): "
-            f"{out['nonfinite_cells'][:10]}{' ...' if len(bad) > 10 else ''}"
+            f"{nonfinite[:10]}{' ...' if len(bad) > 10 else ''}"
         )
-        out["notes"].append(msg)
+        notes.append(msg)
         if rank == 0:  # every rank holds the same note; one warning is enough
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    return out
+    return LandscapeGrid(
+        loss=loss,
+        nll=nll,
+        acc=acc,
+        penalty=penalty if decay is not None else None,
+        nonfinite_cells=nonfinite,
+        notes=notes,
+    )
 
 
 def directions_from_flat(model: nn.Module, vectors: np.ndarray | torch.Tensor) -> list[Directions]:
-    """Split flat vectors (rows, over the trainable parameters in order) into {name: tensor} directions."""
+    """Split flat vectors (rows, over the trainable parameters in order) into {name: tensor} directions.
+
+    Raises ValueError when the vectors' length is not the model's number of trainable parameters."""
     params = trainable_parameters(model)
     vecs = torch.as_tensor(np.asarray(vectors))
     vecs = vecs.reshape(1, -1) if vecs.ndim == 1 else vecs

@@ -9,15 +9,27 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.features import eval_mode, map_batches, select_taps
+from alternet_pl.analysis.features import map_batches, select_taps
+from alternet_pl.analysis.state import eval_mode
 from alternet_pl.models.taps import Tap
 
-__all__ = ["lesion_accuracy", "lesioned"]
+__all__ = ["LesionResult", "lesion_accuracy", "lesioned"]
+
+
+@dataclass(frozen=True)
+class LesionResult:
+    """Clean accuracy, accuracy with each residual branch removed, and the drop (clean - lesioned),
+    per layer in model order."""
+
+    clean_acc: float
+    acc: dict[str, float]
+    drop: dict[str, float]
 
 
 def _zeros(module: nn.Module, args, out):
@@ -28,7 +40,9 @@ def _zeros(module: nn.Module, args, out):
 
 @contextmanager
 def lesioned(tap: Tap) -> Iterator[None]:
-    """Within the block, ``tap.branch`` outputs zeros (the residual block acts as its shortcut)."""
+    """Within the block, ``tap.branch`` outputs zeros (the residual block acts as its shortcut).
+
+    Raises ValueError for a tap without a branch."""
     if tap.branch is None:
         raise ValueError("this tap has no residual branch to lesion (Tap.branch is None)")
     handle = tap.branch.register_forward_hook(_zeros)
@@ -38,13 +52,12 @@ def lesioned(tap: Tap) -> Iterator[None]:
         handle.remove()
 
 
-def lesion_accuracy(
-    model: nn.Module, batches: Iterable, layers: Sequence[str] | None = None
-) -> dict[str, object]:
-    """Clean accuracy and accuracy with each residual branch removed, in eval mode.
+def lesion_accuracy(model: nn.Module, batches: Iterable, layers: Sequence[str] | None = None) -> LesionResult:
+    """Clean accuracy and accuracy with each residual branch removed, in eval mode, no grad.
 
-    Returns {"clean_acc": float, "acc": {layer: float}, "drop": {layer: clean - lesioned}} over the
-    taps that have a branch (or the named ``layers``; naming one without a branch is an error).
+    Over the taps that have a branch, or the named ``layers``. Returns a `LesionResult`. Raises
+    ValueError for an unknown layer or one without a residual branch, TypeError for a model without
+    ``analysis_layers()``.
     """
     taps = select_taps(model, layers, need_branch=True)
 
@@ -63,4 +76,4 @@ def lesion_accuracy(
     acc = np.sum([c for _, c in parts], axis=0) / total
     clean = float(acc[0])
     per = OrderedDict((name, float(a)) for name, a in zip(taps, acc[1:]))
-    return {"clean_acc": clean, "acc": per, "drop": OrderedDict((n, clean - a) for n, a in per.items())}
+    return LesionResult(clean, per, OrderedDict((n, clean - a) for n, a in per.items()))

@@ -1,20 +1,29 @@
-"""The default analysis loss: clean mean cross-entropy, batch size and correct count."""
+"""The one clean loss of the analyses: mean cross-entropy, batch size and correct count.
+
+`ImageClassifier.eval_loss` calls it too, so training's evaluation and every analysis measure the
+same function. Add a weight-decay term with `alternet_pl.analysis.weight_decay.WeightDecayLoss`.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["cross_entropy_loss"]
 
-def cross_entropy_loss(model: nn.Module, batch) -> tuple[torch.Tensor, int, torch.Tensor]:
+
+def cross_entropy_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int, torch.Tensor]:
     """`loss_fn(model, batch) -> (loss_mean, num_samples, num_correct)` for `(images, labels)` batches.
 
-    Labels may be class indices or soft targets (rows of probabilities, e.g. after mixup).
+    Labels may be class indices or soft targets (rows of probabilities, e.g. after mixup; their
+    argmax counts as the correct class). No label smoothing, no augmentation.
     """
     images, labels = batch[0], batch[1]
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
-    hard = labels.argmax(dim=-1) if labels.ndim == 2 else labels  # soft (mixup) targets: their argmax
+    hard = labels.argmax(dim=-1) if labels.ndim == 2 else labels
     correct = (logits.detach().argmax(dim=-1) == hard).sum()
     return loss, labels.shape[0], correct

@@ -1,7 +1,7 @@
 """Robustness: accuracy under frequency-band noise (paper Fig. 2b) and under common corruptions.
 
 Frequency noise follows the official `FreqAttack`: eps * sign(N(0, 1)) noise of the input's shape,
-band-limited by `freq.band_limit` (the one mask helper) and added to the normalised input. One noise
+band-limited: `freq.band_noise` (the one implementation) and added to the normalised input. One noise
 draw per batch (seeded by ``seed`` and the batch index) is shared by all frequencies, so the curve
 compares bands on the same noise (common random numbers) and is identical under DDP.
 
@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
-from alternet_pl.analysis.features import eval_mode, map_batches
-from alternet_pl.analysis.freq import band_limit, check_freq
+from alternet_pl.analysis.features import map_batches
+from alternet_pl.analysis.freq import band_noise, check_freq
+from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.results import read_json
+from alternet_pl.analysis.state import eval_mode
 
 __all__ = [
     "classification_counts",
@@ -65,10 +67,10 @@ def frequency_noise_scan(
 
     def one(i: int, batch) -> tuple[int, list[int]]:
         x, y = batch[0], _hard(batch[1])
-        base = eps * torch.randn(x.shape, generator=torch.Generator().manual_seed(_seed(seed, i))).sign()
         correct = [int((model(x).argmax(-1) == y).sum())]
-        for f in radians:
-            noisy = x + band_limit(base, f, width).to(device=x.device, dtype=x.dtype)
+        for f in radians:  # the same seed for every band: one noise draw, band-limited per band
+            gen = torch.Generator().manual_seed(_seed(seed, i))
+            noisy = x + band_noise(x.shape, f, width, eps, gen).to(device=x.device, dtype=x.dtype)
             correct.append(int((model(noisy).argmax(-1) == y).sum()))
         return x.shape[0], correct
 
@@ -131,16 +133,12 @@ def evaluate_subsets(
     model: nn.Module, subsets: Mapping[str, Iterable], n_bins: int = 15
 ) -> dict[str, dict[str, float]]:
     """{key: metrics} for each named data subset; subsets are split over ranks, results gathered."""
-    import sys
-
-    from tqdm import tqdm
-
     rank, world = rank_and_world()
     keys = list(subsets)
     mine = [k for i, k in enumerate(keys) if i % world == rank]
     local = {}
     with eval_mode(model), torch.no_grad():
-        for key in tqdm(mine, desc="corruptions", disable=not sys.stderr.isatty() or rank != 0, leave=False):
+        for key in progress(mine, desc="corruptions"):
             local[key] = metrics_from_counts(classification_counts(model, subsets[key], n_bins))
     merged = {k: v for part in all_gather_objects(local) for k, v in part.items()}
     return {k: merged[k] for k in keys}

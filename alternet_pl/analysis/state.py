@@ -1,4 +1,5 @@
-"""`restore_state`: the one place that makes an analysis leave training untouched (and RNG/batch helpers)."""
+"""`restore_state`: the one place that makes an analysis leave training untouched; the one save and
+restore of train/eval flags (`training_flags`, `eval_mode`); RNG and batch helpers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+__all__ = ["eval_mode", "map_tensors", "restore_state", "seeded", "to_device", "training_flags"]
 
 
 def _rng_state() -> dict:
@@ -57,7 +60,27 @@ def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
+    """The batch with every tensor moved to `device` (structure kept)."""
     return map_tensors(batch, lambda t: t.to(device))
+
+
+@contextmanager
+def training_flags(model: nn.Module) -> Iterator[nn.Module]:
+    """Save every module's train/eval flag and put it back on exit, whatever the block changes."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module in eval mode (no BN statistic updates, no dropout); the flags restored after."""
+    with training_flags(model):
+        model.eval()
+        yield model
 
 
 @contextmanager
@@ -82,11 +105,11 @@ def restore_state(
     saved_grads = {n: (None if p.grad is None else p.grad.detach().clone()) for n, p in params.items()}
     buffers = dict(model.named_buffers(remove_duplicate=False))
     saved_buffers = {n: b.detach().clone() for n, b in buffers.items()}
-    saved_modes = {n: m.training for n, m in model.named_modules(remove_duplicate=False)}
     saved_optim = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
     saved_rng = _rng_state() if rng else None
     try:
-        yield model
+        with training_flags(model):
+            yield model
     finally:
         with torch.no_grad():
             for n, p in params.items():
@@ -95,9 +118,6 @@ def restore_state(
                 p.grad = saved_grads[n]
             for n, b in buffers.items():
                 b.copy_(saved_buffers[n])
-        for n, m in model.named_modules(remove_duplicate=False):
-            if n in saved_modes:
-                m.training = saved_modes[n]
         for opt, state in zip(optimizers, saved_optim):
             opt.load_state_dict(state)
         if saved_rng is not None:

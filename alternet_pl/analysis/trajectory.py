@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.landscape import trainable_parameters
+from alternet_pl.analysis.params import trainable_parameters
+
+__all__ = ["flatten_trainable", "pca_directions", "polar"]
 
 
 def flatten_trainable(model: nn.Module) -> np.ndarray:

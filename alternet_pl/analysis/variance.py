@@ -17,11 +17,11 @@ from alternet_pl.analysis.features import (
     as_feature_map,
     capture,
     check_reached,
-    eval_mode,
     is_channels_last,
     map_batches,
     select_taps,
 )
+from alternet_pl.analysis.state import eval_mode
 
 __all__ = ["DEFAULT_KINDS", "feature_map_variance", "model_feature_map_variance", "spatial_variance"]
 

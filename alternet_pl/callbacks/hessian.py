@@ -17,6 +17,7 @@ from torch import nn
 
 from alternet_pl.analysis import hessian as hs
 from alternet_pl.analysis.records import HessianRecord
+from alternet_pl.analysis.weight_decay import WeightDecayLoss
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.callbacks.options import (
     DensityOptions,
@@ -91,7 +92,7 @@ class HessianCallback(AnalysisCallback):
             "cache_graph": self.cache_graph,
         }
 
-    def _extremes(self, op: hs.HessianOperator) -> tuple[np.ndarray, float, np.ndarray, bool]:
+    def _extremes(self, op: hs.LinearOperatorLike) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """(top-k eigenvalues, min eigenvalue or nan, residuals, converged) in one Lanczos run if possible."""
         e = self.eigen
         kw = dict(tol=e.tol, max_iter=e.max_iter, method=e.method, seed=self.data.seed)
@@ -113,29 +114,25 @@ class HessianCallback(AnalysisCallback):
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> HessianRecord:
         seed = self.data.seed
+        if self.weight_decay.coefficient:
+            loss_fn = WeightDecayLoss(loss_fn, self.weight_decay.coefficient, self.weight_decay.form)
         dtype = DTYPES[self.dtype]
         cache = self.cache_graph and all(t.dtype == dtype for t in model.parameters())  # no cast: cacheable
-        kw = dict(
-            dtype=dtype,
-            mode=self.mode,
-            weight_decay=self.weight_decay.coefficient,
-            weight_decay_form=self.weight_decay.form,
-            cache_graph=cache,
-        )
+        kw = dict(dtype=dtype, mode=self.mode, cache_graph=cache)
         shard = batches[context.rank :: context.world_size]  # the operator all-reduces over ranks
-        op = hs.HessianOperator(model, loss_fn, shard, **kw)
+        op = hs.DistributedHessianOperator(model, loss_fn, shard, **kw)
         top, low, residuals, converged = self._extremes(op)
         parts: dict[str, Any] = {}
         if self.trace.samples:
-            mean, stderr = hs.trace(op, self.trace.samples, seed=seed, method=self.trace.method)
-            parts.update(trace=float(mean), trace_stderr=float(stderr))
+            tr = hs.trace(op, self.trace.samples, seed=seed, method=self.trace.method)
+            parts.update(trace=tr.estimate, trace_stderr=tr.stderr)
         if self.density.enabled:
-            nodes, weights = hs.spectral_density(op, self.density.runs, self.density.steps, seed=seed)
-            parts.update(density_nodes=nodes.numpy(), density_weights=weights.numpy())
+            dens = hs.spectral_density(op, self.density.runs, self.density.steps, seed=seed)
+            parts.update(density_nodes=dens.nodes.numpy(), density_weights=dens.weights.numpy())
         num_hvps, num_params = op.num_hvps, op.size
         op.clear_cache()
         if self.spectrum.enabled:
-            spec, spec_res, spec_ok = hs.max_eigenvalue_spectrum(
+            spec = hs.max_eigenvalue_spectrum(
                 model,
                 loss_fn,
                 batches,
@@ -144,19 +141,19 @@ class HessianCallback(AnalysisCallback):
                 tol=self.eigen.tol,
                 max_iter=self.eigen.max_iter,
                 seed=seed,
-                return_info=True,
                 **kw,
             )
             parts.update(
-                spectrum=spec.numpy(),
-                spectrum_residuals=spec_res.numpy(),
+                spectrum=spec.eigenvalues.numpy(),
+                spectrum_residuals=spec.residuals.numpy(),
                 spectrum_which=self.spectrum.which,
-                spectrum_unconverged_batches=(~spec_ok).nonzero().flatten().tolist(),
+                spectrum_unconverged_batches=spec.unconverged_batches,
             )
         if self.blockwise:
             names, kinds, tops, lows = [], [], [], []
             for name, tap in _blocks(model):
-                block_op = hs.HessianOperator(model, loss_fn, shard, params=list(tap.block_modules()), **kw)
+                params = list(tap.block_modules())
+                block_op = hs.DistributedHessianOperator(model, loss_fn, shard, params=params, **kw)
                 t, lo, _, _ = self._extremes(block_op)
                 names.append(name)
                 kinds.append(tap.kind)

@@ -25,10 +25,11 @@ from alternet_pl.analysis.landscape import (
     directions_from_flat,
     evaluate_grid,
     random_directions,
-    trainable_parameters,
 )
+from alternet_pl.analysis.params import trainable_parameters
 from alternet_pl.analysis.records import LandscapeRecord, TrajectoryRecord
 from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, polar
+from alternet_pl.analysis.weight_decay import WeightDecayLoss
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
 from alternet_pl.plots import landscape as plots
@@ -100,19 +101,19 @@ class LandscapeCallback(AnalysisCallback):
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> LandscapeRecord:
         wd = self.weight_decay.coefficient
+        if wd:  # the paper's plotted loss: NLL + wd * sum_p ||theta_p||_2
+            loss_fn = WeightDecayLoss(loss_fn, wd, self.weight_decay.form)
         seed = self.data.seed
         dirs = random_directions(model, n=self.dims, seed=seed, norm=self.norm, ignore=self.ignore)
         axis = np.linspace(-self.span, self.span, self.steps)
-        grid = evaluate_grid(model, loss_fn, batches, dirs, [axis] * self.dims, weight_decay=wd)
+        grid = evaluate_grid(model, loss_fn, batches, dirs, [axis] * self.dims)
         if self.steps % 2:
             mid = (self.steps // 2,) * self.dims
-            center, center_acc = float(grid["loss"][mid]), float(grid["acc"][mid])
+            center, center_acc = float(grid.loss[mid]), float(grid.acc[mid])
         else:  # theta is not a grid point: one extra evaluation
-            c = evaluate_grid(
-                model, loss_fn, batches, dirs, [[0.0]] * self.dims, weight_decay=wd, progress=False
-            )
-            center, center_acc = float(c["loss"].item()), float(c["acc"].item())
-        loss = grid["loss"]
+            c = evaluate_grid(model, loss_fn, batches, dirs, [[0.0]] * self.dims, progress=False)
+            center, center_acc = float(c.loss.item()), float(c.acc.item())
+        loss = grid.loss
         edge = np.zeros(loss.shape, dtype=bool)
         for k in range(self.dims):
             idx = [slice(None)] * self.dims
@@ -126,16 +127,16 @@ class LandscapeCallback(AnalysisCallback):
         return LandscapeRecord(
             coords=axis,
             loss=loss,
-            nll=grid["nll"],
-            acc=grid["acc"],
-            l2=grid.get("l2"),
+            nll=grid.nll,
+            acc=grid.acc,
+            l2=None if grid.penalty is None else grid.penalty / wd,  # sum_p ||theta_p||, the CSV's l2
             center_loss=center,
             center_acc=center_acc,
             edge_increase=edge_inc,
             max_increase=max_inc,
             num_samples=sum(int(b[1].shape[0]) for b in batches),
-            nonfinite_cells=[list(map(float, c)) for c in grid["nonfinite_cells"]],
-            notes=list(grid["notes"]),
+            nonfinite_cells=[list(map(float, c)) for c in grid.nonfinite_cells],
+            notes=list(grid.notes),
         )
 
     def plot(self, record: LandscapeRecord, context: AnalysisContext) -> dict[str, Any]:
@@ -311,16 +312,16 @@ class TrajectoryCallback(AnalysisCallback):
         return TrajectoryRecord(
             x=axes[0],
             y=axes[1],
-            loss=grid["loss"],
-            acc=grid["acc"],
+            loss=grid.loss,
+            acc=grid.acc,
             path=path,
             epochs=np.asarray(epochs),
             explained=np.asarray(explained),
             angle=np.asarray(angle),
             radius=np.asarray(radius),
             path_length=float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()),
-            nonfinite_cells=[list(map(float, c)) for c in grid["nonfinite_cells"]],
-            notes=list(grid["notes"]),
+            nonfinite_cells=[list(map(float, c)) for c in grid.nonfinite_cells],
+            notes=list(grid.notes),
         )
 
     def plot(self, record: TrajectoryRecord, context: AnalysisContext) -> dict[str, Any]:

@@ -47,15 +47,15 @@ class LesionCallback(AnalysisCallback):
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> LesionRecord:
         res = lesion_accuracy(model, batches, self.layers)
-        names, drops = list(res["drop"]), [float(d) for d in res["drop"].values()]
+        names, drops = list(res.drop), [float(d) for d in res.drop.values()]
         kinds = layer_kinds(model, names)
         return LesionRecord(
             layers=names,
             kinds=kinds,
             depth=[float(d) for d in normalized_depths(len(names))],
             by_kind={f"drop_{k}": v for k, v in per_kind_mean(drops, kinds).items()},
-            clean_acc=float(res["clean_acc"]),
-            acc=[float(a) for a in res["acc"].values()],
+            clean_acc=float(res.clean_acc),
+            acc=[float(a) for a in res.acc.values()],
             drop=drops,
         )
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from alternet_pl.analysis.hessian import EigenMethod, TraceMethod, Which
+from alternet_pl.analysis.weight_decay import WeightDecayForm
+
 __all__ = [
     "AnalysisData",
     "DensityOptions",
@@ -22,8 +25,6 @@ __all__ = [
 
 Split = Literal["val", "train"]
 When = Literal["fit_start", "warmup_end", "fit_end"]
-Which = Literal["LA", "SA", "LM", "BE"]
-WeightDecayForm = Literal["norm", "l2"]
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Any) -> None:
@@ -94,14 +95,14 @@ class EigenOptions:
 
     k: int = 1
     bottom: bool = True
-    method: Literal["lanczos", "power"] = "lanczos"
+    method: EigenMethod = "lanczos"
     tol: float = 1e-3
     max_iter: int = 100
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"EigenOptions: k={self.k}; ask for at least one eigenvalue")
-        check_choice("EigenOptions", "method", self.method, Literal["lanczos", "power"])
+        check_choice("EigenOptions", "method", self.method, EigenMethod)
         if not self.tol > 0 or self.max_iter < 1:
             raise ValueError(
                 f"EigenOptions: tol={self.tol}, max_iter={self.max_iter}; need tol > 0, max_iter >= 1"
@@ -118,12 +119,12 @@ class TraceOptions:
     """
 
     samples: int = 30
-    method: Literal["hutch++", "hutchinson"] = "hutch++"
+    method: TraceMethod = "hutch++"
 
     def __post_init__(self) -> None:
         if self.samples and self.samples < 4:
             raise ValueError(f"TraceOptions: samples={self.samples}; use 0 (off) or >= 4")
-        check_choice("TraceOptions", "method", self.method, Literal["hutch++", "hutchinson"])
+        check_choice("TraceOptions", "method", self.method, TraceMethod)
 
 
 @dataclass(frozen=True)

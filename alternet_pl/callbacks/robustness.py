@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.features import eval_mode
 from alternet_pl.analysis.freq import check_freq
 from alternet_pl.analysis.records import CorruptionRecord, FreqNoiseRecord
 from alternet_pl.analysis.robustness import (
@@ -25,7 +24,7 @@ from alternet_pl.analysis.robustness import (
     metrics_from_counts,
     relative_ce,
 )
-from alternet_pl.analysis.state import to_device
+from alternet_pl.analysis.state import eval_mode, to_device
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.plots import features as plots
 
