@@ -20,10 +20,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+from torchmetrics.classification import MulticlassAccuracy
 
 import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
 from alternet_pl.analysis.loss import cross_entropy_loss
+from alternet_pl.metrics import CalibrationMetric
 
 OPTIMIZERS = ("adamw", "sgd")
 LRSchedule = Literal["official", "per_step"]
@@ -139,11 +140,13 @@ class ImageClassifier(pl.LightningModule):
                 num_classes=num_classes,
             )
         self.soft_ce = SoftTargetCrossEntropy()
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.train_loss = MeanMetric()
+        # one definition of NLL / ECE (analysis.calibration), shared with the corruption analyses
+        self.val_loss = CalibrationMetric("nll", ece_bins, nll_average)
         self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.val_ece = MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1")
+        self.val_ece = CalibrationMetric("ece", ece_bins, nll_average)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -179,11 +182,10 @@ class ImageClassifier(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
-        nll = F.cross_entropy(logits, labels)
-        self.val_loss(nll, weight=1.0 if self.hparams.nll_average == "per_batch" else labels.shape[0])
+        self.val_loss(logits, labels)
         self.val_acc1(logits, labels)
         self.val_acc5(logits, labels)
-        self.val_ece(logits.float().softmax(-1), labels)
+        self.val_ece(logits, labels)
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/nll", self.val_loss)
         self.log("val/acc1", self.val_acc1, prog_bar=True)

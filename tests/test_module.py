@@ -160,6 +160,45 @@ def test_official_metrics_ten_bins_and_mean_of_batch_means():
     assert fifteen.val_ece.compute() == pytest.approx(ece15, rel=1e-5)
 
 
+def test_val_metrics_and_corruption_analysis_share_one_ece_and_nll_with_ten_bins_by_default():
+    """`val/ece` / `val/nll` and `evaluate_subsets` (corruptions) give the same numbers, equal to a 10-bin
+    ECE worked out by hand; the corruption analysis defaults to 10 bins (15 would give another value)."""
+    from alternet_pl.analysis.robustness import classification_counts, evaluate_subsets, metrics_from_counts
+
+    probs = torch.tensor(
+        [
+            [0.92, 0.04, 0.04],
+            [0.95, 0.03, 0.02],
+            [0.45, 0.35, 0.2],
+            [0.55, 0.25, 0.2],
+            [0.35, 0.33, 0.32],
+            [1.0, 0.0, 0.0],
+        ],
+        dtype=torch.float64,
+    )
+    labels = torch.tensor([0, 1, 0, 2, 0, 0])
+    batches = [(probs[:2].log(), labels[:2]), (probs[2:].log(), labels[2:])]
+    # bins (k/10, (k+1)/10]: (.9, 1] holds .92 right, .95 wrong, 1.0 right -> |2 - 2.87|; .55 wrong,
+    # .45 right, .35 right alone in theirs
+    ece = (abs(2 - 2.87) + abs(0 - 0.55) + abs(1 - 0.45) + abs(1 - 0.35)) / 6
+    assert ece == pytest.approx(0.436667, abs=1e-6)
+    nll = -probs[torch.arange(6), labels].log()
+    per_batch, per_sample = float((nll[:2].mean() + nll[2:].mean()) / 2), float(nll.mean())
+    module = ImageClassifier(model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0)
+    module.model = _Logits()
+    for i, batch in enumerate(batches):
+        module.validation_step(batch, i)
+    assert float(module.val_ece.compute()) == pytest.approx(ece, rel=1e-9)
+    assert float(module.val_loss.compute()) == pytest.approx(per_batch, rel=1e-9)
+    analysis = evaluate_subsets(_Logits(), {"slice": batches})["slice"]
+    assert analysis["ece"] == pytest.approx(ece, rel=1e-9)
+    assert analysis["nll"] == pytest.approx(per_sample, rel=1e-9) and analysis["acc"] == pytest.approx(4 / 6)
+    counts = classification_counts(_Logits(), batches)
+    assert metrics_from_counts(counts, nll_average="per_batch")["nll"] == pytest.approx(per_batch, rel=1e-9)
+    fifteen = evaluate_subsets(_Logits(), {"slice": batches}, n_bins=15)["slice"]["ece"]
+    assert abs(fifteen - ece) > 0.01  # .92 leaves the top bin with 15 bins: the default matters
+
+
 def test_weight_decay_on_every_parameter_by_default_exemption_is_an_option():
     def exempt(module):
         return {n: p.numel() for n, p in module.model.named_parameters() if module.decay_exempt(n, p)}

@@ -5,7 +5,8 @@ band-limited: `freq.band_noise` (the one implementation) and added to the normal
 draw per batch (seeded by ``seed`` and the batch index) is shared by all frequencies, so the curve
 compares bands on the same noise (common random numbers) and is identical under DDP.
 
-Corruptions: accuracy, NLL and ECE (15 equal-width confidence bins) per corruption and severity;
+Corruptions: accuracy, NLL and ECE (10 equal-width confidence bins, as the authors' ops/tests.py; one
+definition in `calibration`, shared with the module's val metrics) per corruption and severity;
 the mean corruption error; mCE against a baseline (Hendrycks & Dietterich 2019):
 CE_c = sum_s err(c, s) / sum_s err_base(c, s), mCE = mean_c CE_c (1.0 = as robust as the baseline).
 """
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from alternet_pl.analysis.calibration import ECE_BINS, NLLAverage, calibration_counts, calibration_metrics
 from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
 from alternet_pl.analysis.features import map_batches
 from alternet_pl.analysis.freq import band_noise, check_freq
@@ -95,42 +96,28 @@ def frequency_noise_accuracy(
 
 
 # ---- calibration metrics -------------------------------------------------------------------------
-def classification_counts(model: nn.Module, batches: Iterable, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """Additive sufficient statistics for acc / NLL / ECE over ``batches`` (caller sets eval/no_grad)."""
-    counts = {
-        "n": 0,
-        "correct": 0,
-        "nll": 0.0,
-        "bin_n": np.zeros(n_bins),
-        "bin_conf": np.zeros(n_bins),
-        "bin_correct": np.zeros(n_bins),
-    }
+def classification_counts(model: nn.Module, batches: Iterable, n_bins: int = ECE_BINS) -> dict:
+    """Additive statistics for acc / NLL / ECE over ``batches`` (`calibration.calibration_counts`, summed,
+    as floats and numpy arrays; the caller sets eval/no_grad)."""
+    total: dict = {}
     for batch in batches:
-        x, y = batch[0], _hard(batch[1])
-        logp = F.log_softmax(model(x).double(), dim=-1)
-        conf, pred = logp.exp().max(dim=-1)
-        hit = (pred == y).double()
-        counts["n"] += x.shape[0]
-        counts["correct"] += int(hit.sum())
-        counts["nll"] += float(-logp.gather(1, y[:, None]).sum())
-        idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1).cpu().numpy()
-        np.add.at(counts["bin_n"], idx, 1)
-        np.add.at(counts["bin_conf"], idx, conf.cpu().numpy())
-        np.add.at(counts["bin_correct"], idx, hit.cpu().numpy())
-    return counts
+        part = calibration_counts(model(batch[0]), _hard(batch[1]), n_bins)
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value.detach().cpu().numpy()
+    if not total:  # no batches: zero counts (metrics_from_counts then names the empty data)
+        empty = calibration_counts(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), n_bins)
+        total = {k: v.numpy() for k, v in empty.items()}
+    return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in total.items()}
 
 
-def metrics_from_counts(c: Mapping) -> dict[str, float]:
-    """acc, NLL (mean) and ECE = sum_b |acc_b - conf_b| n_b / n from `classification_counts`."""
-    n = c["n"]
-    if n == 0:
-        raise ValueError("no samples were evaluated (empty data)")
-    ece = float(np.abs(np.asarray(c["bin_correct"]) - np.asarray(c["bin_conf"])).sum() / n)
-    return {"acc": c["correct"] / n, "nll": c["nll"] / n, "ece": ece}
+def metrics_from_counts(c: Mapping, nll_average: NLLAverage = "per_sample") -> dict[str, float]:
+    """acc, NLL and ECE = sum_b |correct_b - conf_b| / n from `classification_counts`
+    (`calibration.calibration_metrics`, the definition ``val/ece`` and ``val/nll`` use too)."""
+    return calibration_metrics(c, nll_average)
 
 
 def evaluate_subsets(
-    model: nn.Module, subsets: Mapping[str, Iterable], n_bins: int = 15
+    model: nn.Module, subsets: Mapping[str, Iterable], n_bins: int = ECE_BINS
 ) -> dict[str, dict[str, float]]:
     """{key: metrics} for each named data subset; subsets are split over ranks, results gathered."""
     rank, world = rank_and_world()
