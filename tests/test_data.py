@@ -147,3 +147,19 @@ def test_analysis_batches_are_fixed_and_leave_rng_alone():
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
     c = dm.analysis_batches("val", num_batches=5, batch_size=8, seed=0)
     assert [len(y) for _, y in c] == [8, 8, 8, 6]  # 30 images: the last batch is short
+
+
+def test_cifar_normalisation_is_the_authors():
+    """xxxnell/how-do-vits-work ops/datasets.py and configs/cifar{10,100}_*.yaml, written out here; the
+    models' pretrained_cfg (used by timm's own transforms) carries the same CIFAR-100 values."""
+    import timm
+
+    from alternet_pl.data import CIFAR10DataModule, CIFAR100DataModule
+
+    assert CIFAR10DataModule.mean == (0.4914, 0.4822, 0.4465)
+    assert CIFAR10DataModule.std == (0.2023, 0.1994, 0.2010)
+    assert CIFAR100DataModule.mean == (0.5071, 0.4867, 0.4408)
+    assert CIFAR100DataModule.std == (0.2675, 0.2565, 0.2761)
+    for name in ("alternet_cifar_50", "vit_cifar_ti"):
+        cfg = timm.models.get_pretrained_cfg(name).to_dict()
+        assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (CIFAR100DataModule.mean, CIFAR100DataModule.std)

@@ -34,8 +34,9 @@ from .taps import Tap
 
 __all__ = ["AlterNet", "place_msas", "resolve_layout"]
 
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# the authors' CIFAR-100 normalisation (ops/datasets.py get_cifar100), as alternet_pl.data.cifar
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
