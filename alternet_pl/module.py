@@ -8,8 +8,10 @@ cosine, no decay on norms/biases/embeddings, per-sample NLL, 15-bin ECE) are one
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import math
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
@@ -27,7 +29,7 @@ from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.metrics import CalibrationMetric
 
 OPTIMIZERS = ("adamw", "sgd")
-LRSchedule = Literal["official", "per_step"]
+LRSchedule = Literal["official", "per_step", "multistep"]
 WeightDecayOn = Literal["all", "matrices"]
 NLLAverage = Literal["per_batch", "per_sample"]
 
@@ -59,6 +61,22 @@ def official_warmup_cosine(
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cosine_epochs)))
 
 
+def official_warmup_multistep(
+    step: int, warmup_steps: int, steps_per_epoch: int, milestones: Sequence[int], gamma: float
+) -> float:
+    """LR multiplier of the authors' SGD recipe (``lr_schedule="multistep"``) at optimizer step `step`.
+
+    Warm-up as `official_warmup_cosine` (``step / warmup_steps``, per iteration); then
+    ``MultiStepLR(milestones, gamma)`` stepped once per epoch: epoch e after the warm-up trains at
+    ``gamma ** (number of milestones <= e)`` (their configs/cifar100_general.yaml: 1 warm-up epoch, then
+    200 epochs with milestones 60, 120, 160 and gamma 0.2).
+    """
+    if step < warmup_steps:
+        return step / warmup_steps
+    epoch = (step - warmup_steps) // max(1, steps_per_epoch)
+    return gamma ** bisect.bisect_right(sorted(milestones), epoch)
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
     """LR multiplier (``lr_schedule="per_step"``): linear from 1/(warmup+1) to 1 over `warmup_steps`,
     then a cosine to `min_ratio` over the remaining steps, per iteration."""
@@ -76,15 +94,19 @@ class ImageClassifier(pl.LightningModule):
         model: a timm model name (ours: `alternet_cifar_50`, `vit_cifar_ti`, ...; any timm model).
         model_kwargs: passed to `timm.create_model` (layout, drop_path_rate, global_pool, ...).
         num_classes: must equal the data module's.
-        optimizer: "adamw" or "sgd" (momentum 0.9, nesterov).
+        optimizer: "adamw" or "sgd" (with ``momentum`` and ``nesterov``).
         lr: peak learning rate; with `lr_reference_batch` it is scaled by global batch / reference.
         weight_decay_on: "all" (the authors: every parameter decays) or "matrices" (biases, 1-D tensors,
             ``pos_embed`` and ``cls_token`` exempt).
+        momentum, nesterov: SGD's (the authors' SGD recipe: 0.9, no Nesterov).
         warmup_epochs: linear warm-up length (per iteration).
         lr_schedule: "official" (the paper: warm-up from 0, then a cosine over the remaining
             ``max_epochs - warmup_epochs`` epochs stepped once per epoch; 5 + 300 = 305 epochs) or
             "per_step" (warm-up from lr/(w+1), then a cosine over the remaining iterations, per iteration).
-            Both end at ``min_lr_ratio * lr``.
+            Both end at ``min_lr_ratio * lr``. "multistep" (the authors' SGD recipe for ResNets): the
+            same warm-up, then ``MultiStepLR(lr_milestones, lr_gamma)`` stepped once per epoch, milestones
+            counted in epochs after the warm-up.
+        lr_milestones, lr_gamma: the "multistep" decay epochs and factor (the authors: 60, 120, 160; 0.2).
         label_smoothing, mixup_alpha, cutmix_alpha: the paper's regularisers (0 disables each).
         ece_bins: equal-width confidence bins of ``val/ece`` (the authors: 10).
         nll_average: ``val/nll`` as the mean of per-batch means ("per_batch", the authors) or over samples.
@@ -101,8 +123,11 @@ class ImageClassifier(pl.LightningModule):
         weight_decay: float = 0.05,
         weight_decay_on: WeightDecayOn = "all",
         momentum: float = 0.9,
+        nesterov: bool = False,
         warmup_epochs: float = 5,
         lr_schedule: LRSchedule = "official",
+        lr_milestones: Sequence[int] = (60, 120, 160),
+        lr_gamma: float = 0.2,
         min_lr_ratio: float = 0.0,
         label_smoothing: float = 0.1,
         mixup_alpha: float = 1.0,
@@ -122,6 +147,15 @@ class ImageClassifier(pl.LightningModule):
         ):
             if value not in get_args(options):
                 raise ValueError(f"{name}={value!r}; valid values are {get_args(options)}")
+        lr_milestones = list(lr_milestones)  # before save_hyperparameters: a list in hparams.yaml
+        if any(not isinstance(m, int) or m < 1 for m in lr_milestones) or lr_milestones != sorted(
+            set(lr_milestones)
+        ):
+            raise ValueError(
+                f"lr_milestones={lr_milestones} must be increasing positive epochs (e.g. [60, 120, 160])"
+            )
+        if not lr_gamma > 0:
+            raise ValueError(f"lr_gamma={lr_gamma!r} must be > 0 (the authors: 0.2)")
         if not isinstance(ece_bins, int) or ece_bins < 1:
             raise ValueError(f"ece_bins={ece_bins!r} must be a positive integer (the authors use 10)")
         self.save_hyperparameters()
@@ -216,10 +250,16 @@ class ImageClassifier(pl.LightningModule):
         per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", "?")
         ref = self.hparams.lr_reference_batch
         scaled = f" (lr {self.hparams.lr:g} x {batch}/{ref})" if ref else ""
+        decay = ""
+        if self.hparams.lr_schedule == "multistep":
+            decay = (
+                f" (x{self.hparams.lr_gamma:g} after epochs {self.hparams.lr_milestones} of the post-warm-up)"
+            )
         rank_zero_info(
             f"alternet-pl: global batch size {batch if batch is not None else 'unknown'} = {per_device} per "
             f"device x {self.trainer.world_size} device(s) x {self.trainer.accumulate_grad_batches} "
-            f"accumulation; peak lr {self.effective_lr():.6g}{scaled}; schedule {self.hparams.lr_schedule}, "
+            f"accumulation; peak lr {self.effective_lr():.6g}{scaled}; schedule {self.hparams.lr_schedule}"
+            f"{decay}, "
             f"{self.warmup_epochs:g} warm-up epochs of {self.trainer.max_epochs}"
         )
 
@@ -242,17 +282,25 @@ class ImageClassifier(pl.LightningModule):
         if self.hparams.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=lr)
         else:
-            optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.hparams.momentum, nesterov=True)
+            optimizer = torch.optim.SGD(
+                groups, lr=lr, momentum=self.hparams.momentum, nesterov=self.hparams.nesterov
+            )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(round(self.warmup_epochs * total / epochs))
         min_ratio = self.hparams.min_lr_ratio
+        steps_per_epoch = max(1, round(total / epochs))
         if self.hparams.lr_schedule == "official":
-            steps_per_epoch = max(1, round(total / epochs))
             cosine_epochs = max(1, epochs - int(round(self.warmup_epochs)))
 
             def factor(step: int) -> float:
                 return official_warmup_cosine(step, warmup, steps_per_epoch, cosine_epochs, min_ratio)
+
+        elif self.hparams.lr_schedule == "multistep":
+            milestones, gamma = tuple(self.hparams.lr_milestones), self.hparams.lr_gamma
+
+            def factor(step: int) -> float:
+                return official_warmup_multistep(step, warmup, steps_per_epoch, milestones, gamma)
 
         else:
 

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.module import ImageClassifier, create_model, official_warmup_cosine, warmup_cosine
+from alternet_pl.module import (
+    ImageClassifier,
+    create_model,
+    official_warmup_cosine,
+    official_warmup_multistep,
+    warmup_cosine,
+)
 
 
 def test_warmup_cosine_closed_form():
@@ -104,6 +110,80 @@ def test_official_schedule_equals_the_authors_loop(tmp_path):
     # the closed form at the paper's length: epoch 150 of 300 after the warm-up is at half the peak
     assert official_warmup_cosine(5 * 10 + 150 * 10, 50, 10, 300) == pytest.approx(0.5)
     assert official_warmup_cosine(25, 50, 10, 300) == pytest.approx(0.5)
+
+
+def authors_sgd_loop_lrs(base_lr, warmup_epochs, epochs, steps_per_epoch, milestones, gamma):
+    """The authors' SGD recipe loop (ops/trains.py, configs/cifar100_general.yaml) replayed with torch's own
+    schedulers: warm-up lr * last_epoch / iters per iteration, then MultiStepLR stepped once per epoch.
+    Returns the lr every iteration trains with."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
+    multistep = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=gamma)
+    iters = warmup_epochs * steps_per_epoch
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: i / iters)
+    lrs = []
+    for _ in range(warmup_epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            warmup.step()
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+        multistep.step()
+    return lrs
+
+
+class _OptimizerRecorder(_LRRecorder):
+    def on_train_start(self, trainer, pl_module):
+        self.optimizer = trainer.optimizers[0]
+
+
+def test_multistep_schedule_and_sgd_equal_the_authors_sgd_recipe(tmp_path):
+    """lr_schedule="multistep": 1 warm-up epoch from 0 per iteration, then MultiStepLR([2, 4], 0.2) per
+    epoch over 5 epochs of 4 steps (the authors' 1 + 200 with [60, 120, 160], scaled down); plain SGD."""
+    module = ImageClassifier(
+        model="resnet_cifar_micro",
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=5e-4,
+        warmup_epochs=1,
+        lr_schedule="multistep",
+        lr_milestones=[2, 4],
+        lr_gamma=0.2,
+        mixup_alpha=0,
+        cutmix_alpha=0,
+        label_smoothing=0,
+    )
+    rec = _OptimizerRecorder()
+    dm = SyntheticDataModule(num_train=64, num_val=16, batch_size=16, auto_augment=None)
+    trainer = pl.Trainer(
+        max_epochs=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[rec],
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    expected = authors_sgd_loop_lrs(0.1, 1, 5, 4, milestones=[2, 4], gamma=0.2)
+    assert len(expected) == 24 and expected[0] == 0.0 and expected[4] == pytest.approx(0.1)
+    assert expected[12] == pytest.approx(0.02) and expected[20] == pytest.approx(0.004)  # epochs 2 and 4
+    assert rec.lrs == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert isinstance(rec.optimizer, torch.optim.SGD)
+    group = rec.optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, False, 5e-4)
+    assert len(rec.optimizer.param_groups) == 1  # every parameter decays, as SGD(model.parameters())
+    # the closed form at the authors' length (1 + 200 epochs of 391 steps): epoch 60 after the warm-up
+    # trains at 0.2, epoch 159 at 0.04, epoch 160 at 0.008
+    for epoch, want in ((0, 1.0), (59, 1.0), (60, 0.2), (159, 0.04), (160, 0.008), (199, 0.008)):
+        step = 391 + epoch * 391
+        assert official_warmup_multistep(step, 391, 391, (60, 120, 160), 0.2) == pytest.approx(want)
+    with pytest.raises(ValueError, match="lr_milestones"):
+        ImageClassifier(model="resnet_cifar_micro", lr_milestones=[120, 60])
 
 
 class _Logits(nn.Module):
