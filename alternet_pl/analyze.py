@@ -231,8 +231,7 @@ def official_setup(
         "model_kwargs": dict(layout.model_kwargs),
         "num_classes": num_classes,
     }
-    module = ImageClassifier(**model_config)
-    module.model = model
+    module = ImageClassifier.with_model(model, **model_config)  # the loaded model, not built twice
     data_config = resolve_data_config(data, root)
     datamodule = instantiate_class((), data_config)
     data_classes = getattr(datamodule, "num_classes", num_classes)

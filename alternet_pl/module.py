@@ -12,6 +12,7 @@ import bisect
 import difflib
 import math
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
@@ -32,6 +33,7 @@ OPTIMIZERS = ("adamw", "sgd")
 LRSchedule = Literal["official", "per_step", "multistep"]
 WeightDecayOn = Literal["all", "matrices"]
 NLLAverage = Literal["per_batch", "per_sample"]
+_PREBUILT_MODEL: ContextVar[torch.nn.Module | None] = ContextVar("alternet_prebuilt_model", default=None)
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
@@ -159,7 +161,10 @@ class ImageClassifier(pl.LightningModule):
         if not isinstance(ece_bins, int) or ece_bins < 1:
             raise ValueError(f"ece_bins={ece_bins!r} must be a positive integer (the authors use 10)")
         self.save_hyperparameters()
-        self.model = create_model(model, num_classes, **(model_kwargs or {}))
+        prebuilt = _PREBUILT_MODEL.get()
+        self.model = (
+            prebuilt if prebuilt is not None else create_model(model, num_classes, **(model_kwargs or {}))
+        )
         self.num_classes = num_classes
         self.weight_decay = weight_decay
         self.warmup_epochs = warmup_epochs
@@ -181,6 +186,16 @@ class ImageClassifier(pl.LightningModule):
         self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.val_ece = CalibrationMetric("ece", ece_bins, nll_average)
+
+    @classmethod
+    def with_model(cls, network: torch.nn.Module, **kwargs: Any) -> ImageClassifier:
+        """An `ImageClassifier` around the already built ``network`` (it is not built a second time, e.g. a
+        loaded official checkpoint); ``kwargs`` are the constructor's, ``model`` naming its architecture."""
+        token = _PREBUILT_MODEL.set(network)
+        try:
+            return cls(**kwargs)
+        finally:
+            _PREBUILT_MODEL.reset(token)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

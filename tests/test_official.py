@@ -185,3 +185,22 @@ def test_analyze_official_arguments_are_checked_before_anything_loads(tmp_path: 
     bad.write_text("model: {}\n")
     with pytest.raises(ValueError, match="no data: section"):
         analyze.resolve_data_config(str(bad))
+
+
+def test_official_setup_builds_the_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`analyze --official` wraps the loaded model (`ImageClassifier.with_model`): no second build.
+    (A micro model stands in for the loaded checkpoint: what is counted is the module's own builds.)"""
+    import alternet_pl.module as module_lib
+    from alternet_pl import analyze
+
+    loaded = timm.create_model("resnet_cifar_micro", num_classes=100)
+    loaded.official_arch, loaded.num_classes = "vit_ti_cifar100", 100
+    monkeypatch.setattr(analyze, "load_official", lambda path, arch=None: loaded)
+    builds = []
+    real = module_lib.create_model
+    monkeypatch.setattr(module_lib, "create_model", lambda *a, **k: builds.append(a) or real(*a, **k))
+    module, _, config = analyze.official_setup(tmp_path / "vit.pth", "cifar100", str(tmp_path))
+    assert builds == [] and module.model is loaded
+    assert module.hparams.model == config["model"]["model"] == "vit_cifar_ti"
+    plain = module_lib.ImageClassifier(model="resnet_cifar_micro", num_classes=3)  # the next one builds
+    assert builds == [("resnet_cifar_micro", 3)] and plain.model is not loaded
