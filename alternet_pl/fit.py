@@ -88,7 +88,7 @@ class AlternetCLI(LightningCLI):
         self.experiment = self.experiment_name()
         self.run_dir = make_run_dir(config.get("runs_dir", "runs"), self.experiment, config.get("version"))
         if global_rank_from_env() == 0:
-            text = self.parser.dump(config, skip_none=False)
+            text = self.parser.dump(config, skip_unset=False)
             write_text(self.run_dir / "config.yaml", text)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
