@@ -156,3 +156,14 @@ def hessian_case(request) -> tuple[nn.Module, list, torch.Tensor]:
     model = make()
     batches = make_batches(shape)
     return model, batches, dense_hessian(model, batches)
+
+
+def micro_module_and_data(model_name: str = "alternet_cifar_micro") -> tuple:
+    """A registered micro model in an `ImageClassifier` and a small synthetic datamodule (seeded)."""
+    from alternet_pl.data.synthetic import SyntheticDataModule
+    from alternet_pl.module import ImageClassifier
+
+    torch.manual_seed(0)
+    module = ImageClassifier(model_name, num_classes=10)
+    dm = SyntheticDataModule(num_train=32, num_val=40, batch_size=16)
+    return module, dm

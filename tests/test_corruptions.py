@@ -87,9 +87,9 @@ def test_imagenet_c_folder_layout(tmp_path):
 def test_corruption_callback_metrics_and_mce_against_itself(tmp_path):
     from alternet_pl.callbacks.options import AnalysisData
     from alternet_pl.callbacks.robustness import CorruptionCallback
-    from tests.test_fourier import _module_and_data
+    from tests.conftest import micro_module_and_data
 
-    module, dm = _module_and_data()
+    module, dm = micro_module_and_data()
     root = tmp_path / "CIFAR-10-C"
     root.mkdir()
     rng = np.random.default_rng(0)
