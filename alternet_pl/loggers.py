@@ -11,6 +11,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 
 from alternet_pl.runs import RUN_DIR_ENV
+from alternet_pl.wandb_tables import tag_architecture
 
 __all__ = ["SafeWandbLogger", "default_wandb_offline"]
 
@@ -80,6 +81,8 @@ class SafeWandbLogger(WandbLogger):
 
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         self._guard("log_hyperparams", super().log_hyperparams, params, *args, **kwargs)
+        if not self._failed:  # runs tagged by architecture (resnet / vit / alter ...)
+            tag_architecture(self, params)
 
     def log_image(self, *args: Any, **kwargs: Any) -> None:
         self._guard("log_image", super().log_image, *args, **kwargs)

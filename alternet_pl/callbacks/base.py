@@ -27,6 +27,7 @@ from alternet_pl.analysis.records import AnalysisRecord
 from alternet_pl.analysis.results import write_figure
 from alternet_pl.analysis.state import restore_state, to_device
 from alternet_pl.callbacks.options import AnalysisData, Schedule
+from alternet_pl.wandb_tables import log_analysis_record
 
 __all__ = ["ANALYSES", "AnalysisCallback", "AnalysisContext", "AnalysisFailure"]
 
@@ -207,6 +208,7 @@ class AnalysisCallback(pl.Callback):
                         if kind.startswith("png:"):
                             key = f"{self.name}/{kind[4:] or 'figure'}"
                             logger.log_image(key=key, images=[str(path)], step=step)
+                log_analysis_record(logger, self.name, record, paths.get("npz"), step)
             except Exception as err:  # noqa: BLE001
                 log.warning("logging %s results to %s failed: %s", self.name, type(logger).__name__, err)
 

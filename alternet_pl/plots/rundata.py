@@ -1,0 +1,265 @@
+"""Everything the report reads from a run directory, in one place.
+
+A run is `runs/<experiment>/<version>/` with `config.yaml`, `metrics.csv` and
+`analysis/<name>/<stem>.json|.npz` (a typed record of `alternet_pl.analysis.records`, one stem per
+time an analysis ran, e.g. `epoch=003`), plus an error record `analysis/<name>/<stem>.error.json`
+where an analysis failed. The figures and the report read runs only through `Run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from alternet_pl.analysis.records import RecordError, load_record
+from alternet_pl.plots import model_color, model_family, model_label
+
+__all__ = [
+    "ANALYSIS_NAMES",
+    "ERROR_SUFFIX",
+    "ErrorRecord",
+    "Run",
+    "load_run",
+    "read_error_records",
+]
+
+#: file suffix of a failed analysis's error record, beside the results it would have written
+ERROR_SUFFIX = ".error.json"
+
+#: every analysis the report knows, in the order the report lists them
+ANALYSIS_NAMES = (
+    "hessian",
+    "landscape",
+    "trajectory",
+    "fourier",
+    "variance",
+    "freq_noise",
+    "corruption",
+    "lesion",
+)
+
+_STEM_EPOCH = re.compile(r"epoch=(\d+)")
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A failed analysis: which one, when (its stem), the error message and the record's path."""
+
+    analysis: str
+    stem: str
+    message: str
+    path: Path
+
+
+def _stem_key(path: Path) -> tuple[int, int, str]:
+    """Latest-result order: by epoch, then a plain `epoch=N` before `last-epoch=N`, then by name."""
+    m = _STEM_EPOCH.search(path.name)
+    return (int(m.group(1)) if m else -1, 0 if path.name.startswith("epoch=") else 1, path.name)
+
+
+def _is_result(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(ERROR_SUFFIX)
+
+
+#: the analysis callbacks' class names -> their `name` (read without importing torch / Lightning)
+_CALLBACK_NAMES = {
+    "HessianCallback": "hessian",
+    "LandscapeCallback": "landscape",
+    "TrajectoryCallback": "trajectory",
+    "FourierCallback": "fourier",
+    "VarianceCallback": "variance",
+    "FreqNoiseCallback": "freq_noise",
+    "CorruptionCallback": "corruption",
+    "LesionCallback": "lesion",
+}
+
+
+def _analysis_name(class_path: str) -> str | None:
+    """The `name` of an analysis callback given by its import path: the known ones by class name, a
+    class of an already imported module by its `name` attribute, else its snake-cased class name."""
+    module, _, cls = class_path.rpartition(".")
+    if cls in _CALLBACK_NAMES:
+        return _CALLBACK_NAMES[cls]
+    name = getattr(getattr(sys.modules.get(module), cls, None), "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.removesuffix("Callback")).lower() or None
+
+
+def read_error_records(run_dir: Path) -> list[ErrorRecord]:
+    """The error records under `run_dir/analysis/*/`, oldest stem first."""
+    out = []
+    for path in sorted((run_dir / "analysis").glob(f"*/*{ERROR_SUFFIX}"), key=_stem_key):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            data = {"message": f"unreadable error record ({err})"}
+        message = str(data.get("message") or data.get("error") or data.get("exception") or "failed")
+        out.append(ErrorRecord(path.parent.name, path.name[: -len(ERROR_SUFFIX)], message, path))
+    return out
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, read lazily: its config, metrics and latest result of each analysis."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: analysis -> why its latest result file could not be read
+    unreadable: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _records: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---- identity ---------------------------------------------------------------------------------
+    @property
+    def experiment(self) -> str:
+        return str(self.config.get("experiment") or self.path.parent.name)
+
+    @property
+    def label(self) -> str:
+        """ "<experiment>/<version>", how every figure names the run."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def model(self) -> str:
+        """The model's registered name from config.yaml (the experiment name if unknown)."""
+        model = self.config.get("model") or {}
+        name = model.get("model") if isinstance(model, dict) else None
+        return str(name or self.experiment)
+
+    @property
+    def family(self) -> str:
+        return model_family(self.model) or model_family(self.experiment)
+
+    @property
+    def color(self) -> str:
+        return model_color(self.model if model_family(self.model) else self.experiment)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.model if model_family(self.model) else self.experiment)
+
+    @property
+    def num_msas(self) -> int | None:
+        """MSA blocks in the model as configured (`msa_per_stage` or a 'C'/'M' `layout`); None if the
+        config does not say (the build-up curve needs it)."""
+        model = self.config.get("model") or {}
+        kwargs = (model.get("model_kwargs") or {}) if isinstance(model, dict) else {}
+        if kwargs.get("msa_per_stage") is not None:
+            return int(sum(kwargs["msa_per_stage"]))
+        if kwargs.get("layout") is not None:
+            return int(sum(str(s).upper().count("M") for s in kwargs["layout"]))
+        return None
+
+    @property
+    def configured_analyses(self) -> tuple[str, ...]:
+        """The analyses config.yaml attached to the run, by name."""
+        names = []
+        for entry in self.config.get("analyses") or []:
+            class_path = entry.get("class_path") if isinstance(entry, dict) else None
+            if class_path and (name := _analysis_name(class_path)):
+                names.append(name)
+        return tuple(dict.fromkeys(names))
+
+    # ---- metrics ----------------------------------------------------------------------------------
+    @cached_property
+    def metric_rows(self) -> list[dict[str, float]]:
+        """metrics.csv as rows of floats (empty cells left out)."""
+        path = self.path / "metrics.csv"
+        if not path.is_file():
+            return []
+        rows = []
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                parsed = {}
+                for key, value in row.items():
+                    if key and value not in ("", None):
+                        try:
+                            parsed[key] = float(value)
+                        except ValueError:
+                            continue
+                rows.append(parsed)
+        return rows
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values) of one metrics.csv column, one point per logged row that has it; epochs
+        are 1-based (the value at the end of epoch n is at n)."""
+        pts = [(r.get("epoch", math.nan) + 1, r[key]) for r in self.metric_rows if key in r]
+        if not pts:
+            return np.zeros(0), np.zeros(0)
+        x, y = np.array(pts, dtype=float).T
+        return x, y
+
+    def final_metric(self, key: str) -> float | None:
+        _, y = self.curve(key)
+        return float(y[-1]) if y.size else None
+
+    def best_metric(self, key: str, mode: str = "max") -> float | None:
+        _, y = self.curve(key)
+        if not y.size:
+            return None
+        return float(np.nanmax(y) if mode == "max" else np.nanmin(y))
+
+    # ---- analysis results ------------------------------------------------------------------------
+    def result_stems(self, analysis: str) -> list[str]:
+        """The stems an analysis wrote a result for, oldest first."""
+        folder = self.path / "analysis" / analysis
+        files = [p for p in folder.glob("*.json") if _is_result(p)] if folder.is_dir() else []
+        return [p.stem for p in sorted(files, key=_stem_key)]
+
+    def has(self, analysis: str) -> bool:
+        return self.record(analysis) is not None
+
+    def record(self, analysis: str, stem: str | None = None) -> Any:
+        """The typed record (`alternet_pl.analysis.records`) of an analysis, its latest stem unless
+        given; None if it never ran or its file cannot be read (then `unreadable[analysis]` says why)."""
+        stems = self.result_stems(analysis)
+        stem = stem or (stems[-1] if stems else None)
+        if stem is None:
+            return None
+        key = (analysis, stem)
+        if key not in self._records:
+            path = self.path / "analysis" / analysis / f"{stem}.json"
+            try:
+                self._records[key] = load_record(path)
+            except (RecordError, OSError, ValueError, KeyError, TypeError) as err:
+                self._records[key] = None
+                self.unreadable[analysis] = f"{path.name} unreadable: {err}"
+        return self._records[key]
+
+    def scalar(self, analysis: str, key: str) -> float | None:
+        """One headline scalar (`record.scalars()[key]`) of an analysis's latest result; None if absent
+        or not finite."""
+        record = self.record(analysis)
+        value = record.scalars().get(key) if record is not None else None
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+        return None
+
+    @cached_property
+    def errors(self) -> list[ErrorRecord]:
+        return read_error_records(self.path)
+
+
+def load_run(path: str | Path) -> Run:
+    """A `Run` for a run directory. Raises ValueError if it holds neither metrics.csv nor analysis/."""
+    path = Path(path)
+    if not (path / "metrics.csv").is_file() and not (path / "analysis").is_dir():
+        raise ValueError(
+            f"{path} is not a run directory (no metrics.csv or analysis/ inside): pass "
+            "runs/<experiment>/<version>"
+        )
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        with open(path / "config.yaml") as fh:
+            config = yaml.safe_load(fh) or {}
+    return Run(path=path, config=config)
