@@ -5,6 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= smoke
+# reproduce-figures: RUNS="runs/a runs/b" redraws from existing runs only; OUT is where the report goes;
+# DATA_DIR holds cifar-100-python/ (and CIFAR-100-C/) for SCALE=paper
+RUNS ?=
+OUT ?= figures
+DATA_DIR ?= data
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install quickstart test test-slow lint bench bench-gpu reproduce-figures clean-runs
@@ -40,7 +45,11 @@ bench-gpu: install
 	bash benchmarks/gpu.sh $(if $(DRY_RUN),--dry-run)
 
 reproduce-figures: install
-	$(PY) -m alternet_pl.report --scale $(SCALE)
+ifneq ($(strip $(RUNS)),)
+	$(PY) -m alternet_pl.report $(RUNS) --out $(OUT)
+else
+	DATA_DIR=$(DATA_DIR) $(PY) -m alternet_pl.report --scale $(SCALE) --out $(OUT)
+endif
 
 clean-runs:
 	rm -rf runs

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from alternet_pl.analysis.results import write_figure, write_text  # noqa: E402
 from alternet_pl.plots import compare  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
 from alternet_pl.plots.rundata import ANALYSIS_NAMES, Run, load_run  # noqa: E402
+from alternet_pl.runs import global_rank_from_env  # noqa: E402
 
 __all__ = ["SCALES", "FIGURE_FORMATS", "Report", "build_report", "main", "missing_analyses", "results_table"]
 
@@ -67,7 +69,7 @@ SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         for k, stages in ((1, ["C", "C", "CC", "CM"]), (3, ["C", "M", "CM", "CM"]))
     ],
     "paper": [
-        (name, [f"experiments/{exp}.yaml", "configs/trainer/ddp.yaml", "configs/analysis/full.yaml"], [])
+        (name, [f"experiments/{exp}.yaml", "configs/analysis/paper.yaml"], [])
         for name, exp in (
             ("resnet", "resnet50_cifar100"),
             ("vit", "vit_ti_cifar100"),
@@ -75,14 +77,34 @@ SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         )
     ]
     + [
-        (
-            f"buildup_{k}",
-            ["experiments/alter_r50.yaml", f"experiments/buildup/step_{k}.yaml", "configs/trainer/ddp.yaml"],
-            [],
-        )
+        (f"buildup_{k}", ["experiments/alter_r50.yaml", f"experiments/buildup/step_{k}.yaml"], [])
         for k in range(7)
     ],
 }
+
+
+def scale_arguments(scale: str, data_dir: str | None = None, slurm: bool | None = None) -> list[list[str]]:
+    """The `fit` arguments of each run of a scale. At the paper scale: the trainer config
+    (configs/trainer/slurm.yaml inside a SLURM job, else ddp.yaml), CIFAR-100 from `data_dir`
+    (default $DATA_DIR or data/), and the corruption analysis when `<data_dir>/CIFAR-100-C` exists."""
+    out = []
+    for _, configs, flags in SCALES[scale]:
+        args = [a for c in configs for a in ("--config", c)] + list(flags)
+        if scale == "paper":
+            data_dir = data_dir or os.environ.get("DATA_DIR") or "data"
+            slurm = bool(os.environ.get("SLURM_JOB_ID")) if slurm is None else slurm
+            args[2:2] = ["--config", f"configs/trainer/{'slurm' if slurm else 'ddp'}.yaml"]
+            args.append(f"--data.init_args.root={data_dir}")
+            corrupted = Path(data_dir) / "CIFAR-100-C"
+            if "configs/analysis/paper.yaml" in configs and corrupted.is_dir():
+                args += [
+                    "--analyses+=alternet_pl.callbacks.robustness.CorruptionCallback",
+                    f"--analyses.root={corrupted}",
+                    "--analyses.image_size=32",
+                ]
+        out.append(args)
+    return out
+
 
 #: the table's training columns: (metrics.csv key, "max"/"min" for the best value)
 METRIC_COLUMNS = (("val/acc1", "max"), ("val/acc5", "max"), ("val/nll", "min"), ("val/ece", "min"))
@@ -326,14 +348,13 @@ def train_scale(scale: str) -> list[Path]:
     if scale == "smoke":
         write_smoke_corruptions()
     runs = []
-    for _, configs, flags in SCALES[scale]:
-        args = [a for c in configs for a in ("--config", c)] + flags
+    for args in scale_arguments(scale):
         cli = fit.main(args)
         runs.append(cli.run_dir)
     return runs
 
 
-def main(argv: Sequence[str] | None = None) -> Report:
+def main(argv: Sequence[str] | None = None) -> Report | None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -363,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> Report:
             parser.error(f"--official-csv {path} does not exist")
     if args.scale:
         runs += train_scale(args.scale)
+        if global_rank_from_env() != 0:  # under SLURM every task trained; rank 0 draws
+            return None
     if not runs:
         parser.error("give run directories or --scale smoke|paper")
     report = build_report(runs, args.out, args.official_csv)
