@@ -100,7 +100,8 @@ def layer_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]
 
 def record_tables(name: str, record: Any) -> tuple[dict[str, tuple[list, list]], list[str]]:
     """({table key: (columns, rows)}, names of arrays too large for a table) of an analysis record:
-    one table per array field (`<name>/table/<field>`) and the per-layer values (`<name>/table/layers`)."""
+    one table per array field (`<name>/table/<field>`), and the per-layer values (`<name>/table/layers`)
+    or else the numeric lists of equal length side by side (`<name>/table/values`)."""
     values = {f.name: getattr(record, f.name) for f in fields(record)}
     array_names = set(record.array_fields()) if hasattr(record, "array_fields") else set()
     tables: dict[str, tuple[list, list]] = {}
@@ -115,7 +116,20 @@ def record_tables(name: str, record: Any) -> tuple[dict[str, tuple[list, list]],
             tables[f"{name}/table/{key}"] = table
     if (layers := layer_table(values)) is not None:
         tables[f"{name}/table/layers"] = layers
+    else:  # numeric lists of one length side by side (e.g. freq_noise: freqs, acc, delta)
+        lists = {k: v for k, v in values.items() if k not in array_names and _numeric_list(v)}
+        if lists and len({len(v) for v in lists.values()}) == 1:
+            columns = list(lists)
+            tables[f"{name}/table/values"] = (columns, [list(row) for row in zip(*lists.values())])
     return tables, too_large
+
+
+def _numeric_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
 
 
 def log_analysis_record(logger: Any, name: str, record: Any, npz_path: str | Path | None, step: int) -> None:

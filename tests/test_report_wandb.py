@@ -13,6 +13,7 @@ import pytest
 from alternet_pl import wandb_tables
 from alternet_pl.callbacks.lesion import LesionCallback
 from alternet_pl.callbacks.options import AnalysisData
+from alternet_pl.callbacks.robustness import FreqNoiseCallback
 from alternet_pl.callbacks.variance import VarianceCallback
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.loggers import SafeWandbLogger
@@ -83,7 +84,11 @@ def test_an_analysed_fit_reaches_wandb(offline_wandb):
     dm = SyntheticDataModule(num_train=32, num_val=32, batch_size=16)
     module = ImageClassifier(model="alternet_cifar_micro", mixup_alpha=0, cutmix_alpha=0, warmup_epochs=0)
     one = AnalysisData(num_batches=1, batch_size=16)
-    callbacks = [VarianceCallback(data=one), LesionCallback(data=one)]
+    callbacks = [
+        VarianceCallback(data=one),
+        LesionCallback(data=one),
+        FreqNoiseCallback(freqs=[0.2, 0.8], eps=1.0, data=one),
+    ]
     trainer = pl.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -103,13 +108,15 @@ def test_an_analysed_fit_reaches_wandb(offline_wandb):
     for key in ("variance/figure", "lesion/figure"):
         assert summary[f"{key}/_type"] == "images/separated"
         assert (run / "files" / summary[f"{key}/filenames"][0]).stat().st_size > 1000
-    for key in ("variance/table/variance", "variance/table/layers", "lesion/table/drop"):
+    for key in ("variance/table/layers", "lesion/table/layers", "freq_noise/table/values"):
         assert summary[f"{key}/_type"] == "table-file"
         table = json.loads((run / "files" / summary[f"{key}/path"]).read_text())
         assert table["data"], key
     layers = json.loads((run / "files" / summary["variance/table/layers/path"]).read_text())
     assert layers["columns"][:3] == ["layer", "kind", "depth"]
     assert {row[1] for row in layers["data"]} >= {"conv", "msa"}
+    noise = json.loads((run / "files" / summary["freq_noise/table/values/path"]).read_text())
+    assert noise["columns"] == ["freqs", "acc", "delta"] and [r[0] for r in noise["data"]] == [0.2, 0.8]
     tags = [tuple(r.run.tags) for r in _records(run) if r.HasField("run") and r.run.tags]
     assert tags and {"alter", "alternet_cifar_micro"} <= set(tags[-1])
     groups = {r.run.run_group for r in _records(run) if r.HasField("run")}
@@ -173,7 +180,7 @@ def test_a_wandb_table_failure_stops_no_training(tmp_path):
     result = callback.run(module, dm, tmp_path, epoch=1, loggers=[broken])  # strict: any raise fails here
     assert trainer.state.finished and result.scalars()
     assert broken.metrics and "variance/var_conv" in broken.metrics[0]
-    assert (tmp_path / "analysis" / "variance" / "epoch=001.npz").is_file() and not callback.failures
+    assert (tmp_path / "analysis" / "variance" / "epoch=001.json").is_file() and not callback.failures
 
 
 def test_array_tables():
