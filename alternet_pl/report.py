@@ -179,6 +179,9 @@ def missing_analyses(runs: Sequence[Run]) -> dict[str, list[str]]:
         for name in ANALYSIS_NAMES:
             if run.has(name) or name in failed:
                 continue
+            if name in run.unreadable:
+                lines.append(f"{name}: {run.unreadable[name]}")
+                continue
             if name in configured:
                 lines.append(f"{name}: configured but wrote no result (run interrupted before it ran?)")
             elif name in present:

@@ -159,15 +159,19 @@ def test_quickstart_with_light_analyses_then_analyze_and_report(tmp_path):
         [x, y, 9.0, 100.0, 2 + x * x + y * y] + [0.0] * 14 for y in (-1.0, 0.0, 1.0) for x in (-1.0, 0.0, 1.0)
     ]
     official.write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n")
-    paths = report.main([str(run), "--out", str(tmp_path / "figures"), "--official-csv", str(official)])
-    names = {p.name for p in paths}
+    rep = report.main([str(run), "--out", str(tmp_path / "figures"), "--official-csv", str(official)])
+    names = {p.name for p in rep.written}
     assert {
         "table_results.md",
-        "fig1_hessian_spectra.png",
-        "fig2a_fourier_hf_by_depth.png",
+        "report.md",
+        "index.html",
+        "fig2a_fourier_by_depth.png",
         "fig2b_freq_noise.png",
-        "fig_landscape.png",
+        "fig1a_loss_landscapes.png",
+        "fig1a_loss_landscapes.pdf",
     } <= names
+    # the light suite records no per-batch spectrum: the report says so instead of drawing SLQ nodes
+    assert "Hessian spectra (hessian with spectrum" in (tmp_path / "figures" / "report.md").read_text()
     assert run_label_in((tmp_path / "figures" / "table_results.md").read_text(), run)
 
 

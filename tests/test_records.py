@@ -209,7 +209,7 @@ def test_report_fails_loudly_on_a_record_with_a_missing_field(tmp_path):
     out = run / "analysis" / "fourier"
     next(r for r in examples() if isinstance(r, FourierRecord)).to_files(out, "epoch=001")
     report.main([str(run), "--out", str(tmp_path / "ok")])
-    assert (tmp_path / "ok" / "fig2a_fourier_hf_by_depth.png").is_file()
+    assert (tmp_path / "ok" / "fig2a_fourier_by_depth.png").is_file()
     doc = json.loads((out / "epoch=001.json").read_text())
     doc["high_freq"] = doc.pop("hf")  # a writer that renamed a field
     (out / "epoch=001.json").write_text(json.dumps(doc))

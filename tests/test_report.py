@@ -199,9 +199,11 @@ def test_figures_series_labels_and_shared_scales(runs):
 
 
 def test_missing_and_failed_analyses_are_named(runs):
+    (runs[1] / "analysis" / "fourier" / "epoch=003.json").write_text('{"record": "Four')  # cut short
     missing = report.missing_analyses([load_run(r) for r in runs])
     vit = "\n".join(missing["vit/version_0"])
     assert "lesion: configured but wrote no result" in vit
+    assert "fourier: epoch=003.json unreadable" in vit
     alter = "\n".join(missing["alternet/version_0"])
     assert "lesion: failed (epoch=003): lesion blew up: out of memory" in alter
     assert "resnet/version_0" not in missing

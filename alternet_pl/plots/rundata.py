@@ -221,7 +221,11 @@ class Run:
 
     def record(self, analysis: str, stem: str | None = None) -> Any:
         """The typed record (`alternet_pl.analysis.records`) of an analysis, its latest stem unless
-        given; None if it never ran or its file cannot be read (then `unreadable[analysis]` says why)."""
+        given; None if it never ran or its file cannot be read (then `unreadable[analysis]` says why).
+
+        Raises:
+            RecordError: the file lacks a field of its record (written by another version).
+        """
         stems = self.result_stems(analysis)
         stem = stem or (stems[-1] if stems else None)
         if stem is None:
@@ -231,7 +235,9 @@ class Run:
             path = self.path / "analysis" / analysis / f"{stem}.json"
             try:
                 self._records[key] = load_record(path)
-            except (RecordError, OSError, ValueError, KeyError, TypeError) as err:
+            except RecordError:
+                raise  # written by another version: a loud error, never a silently missing figure
+            except (OSError, json.JSONDecodeError) as err:  # a truncated or unreadable file
                 self._records[key] = None
                 self.unreadable[analysis] = f"{path.name} unreadable: {err}"
         return self._records[key]
