@@ -12,6 +12,7 @@ Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``
     loss.py         the clean loss                          weight_decay.py  the penalty forms
     state.py        restore_state, eval_mode                progress.py    the progress-bar rule
     dist.py         torch.distributed helpers               results.py     the atomic result writer
+    records.py      one typed record per analysis result (what the writer writes, the report reads)
 """
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "loss",
     "params",
     "progress",
+    "records",
     "results",
     "robustness",
     "state",
