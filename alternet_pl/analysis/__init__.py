@@ -4,10 +4,11 @@ Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``
 `loss.cross_entropy_loss`, a weight-decay term is added by `weight_decay.WeightDecayLoss`.
 
     hessian/        HessianOperator and its algorithms (eigenvalues, trace, density, spectrum)
-    landscape.py    random directions and loss grids      trajectory.py  PCA of saved weights
+    landscape/      random directions and loss grids       trajectory.py  PCA of saved weights
     fourier.py      log amplitude of feature maps          variance.py    feature-map variance
     lesion.py       accuracy with residual branches removed
     robustness.py   frequency-band noise and corruptions   freq.py        band masks and noise
+    calibration.py  the one accuracy / NLL / ECE definition
     features.py     the one feature collector (taps)       params.py      parameter selection
     loss.py         the clean loss                          weight_decay.py  the penalty forms
     state.py        restore_state, eval_mode                progress.py    the progress-bar rule
@@ -16,6 +17,7 @@ Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``
 """
 
 __all__ = [
+    "calibration",
     "dist",
     "features",
     "fourier",
