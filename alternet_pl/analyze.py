@@ -296,7 +296,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
             if cfg.out_dir
             else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
         )
-    init = parser.instantiate_classes(cfg)
+    init = parser.instantiate(cfg)
     results = {}
     for name in cfg.analysis:
         callback = init[name]
