@@ -100,6 +100,12 @@ def test_state_dict_holds_what_ran_and_failed_and_a_restored_callback_skips_it(t
     assert restored.events == []  # everything had already run: nothing twice
 
 
+def test_two_analyses_of_one_class_keep_separate_states(tmp_path):
+    a, b = Probe([], data=ONE_BATCH), Probe([], data=AnalysisData(num_batches=2))
+    assert a.state_key != b.state_key and a.state_key == Probe([], data=ONE_BATCH).state_key
+    pl.Trainer(callbacks=[a, b], logger=False, default_root_dir=tmp_path)  # Lightning checks the keys
+
+
 def test_options_reject_bad_values_with_one_line():
     for make, match in (
         (lambda: AnalysisData(split="test"), "AnalysisData: split='test'"),

@@ -213,6 +213,13 @@ class AnalysisCallback(pl.Callback):
                 log.warning("logging %s results to %s failed: %s", self.name, type(logger).__name__, err)
 
     # ---- state (resume) ----------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        """The checkpoint slot of this callback: its class, settings and schedule, so that two analyses
+        of one class (e.g. a 1-D and a 2-D landscape) keep separate states (Lightning refuses two
+        stateful callbacks with one key) and a resumed fit with the same config finds its own."""
+        return self._generate_state_key(settings=self.settings(), schedule=asdict(self.schedule))
+
     def state_dict(self) -> dict[str, Any]:
         """What already ran and what failed, as plain lists (a checkpoint stays `weights_only`-loadable):
         `{"done": [[when, epoch], ...], "failures": [{"when", "epoch", "error"}, ...]}`."""
