@@ -39,7 +39,8 @@ class SafeWandbLogger(WandbLogger):
     sit side by side. Explicit `save_dir` / `dir` / `group` win.
 
     Failures (network, auth, disk) are logged as warnings; after the first one the logger disables
-    itself, so training goes on with the other loggers.
+    itself, so training goes on with the other loggers. `finalize` (end of fit) ends the W&B run, so
+    every fit in a process gets its own run.
 
     Args:
         name: the W&B run name.
@@ -94,4 +95,13 @@ class SafeWandbLogger(WandbLogger):
         self._guard("after_save_checkpoint", super().after_save_checkpoint, checkpoint_callback)
 
     def finalize(self, status: str) -> None:
+        """Lightning's finalize, then end the W&B run: Lightning leaves it open, and a later fit in the
+        same process (e.g. `report --scale smoke`, three fits) would log into it instead of its own."""
         self._guard("finalize", super().finalize, status)
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish(exit_code=0 if status == "success" and not self._failed else 1)
+        except Exception as err:  # noqa: BLE001  (W&B must never kill a run)
+            log.warning("W&B finish failed (%s: %s)", type(err).__name__, err)

@@ -44,6 +44,9 @@ def test_a_failing_wandb_does_not_stop_training(monkeypatch, tmp_path):
     )
     trainer.fit(module, datamodule=dm)
     assert trainer.state.finished and logger._failed  # W&B failed, switched itself off, training finished
+    import wandb
+
+    assert wandb.run is None  # the broken run was ended: a later fit in this process gets its own
 
 
 def test_wandb_defaults_follow_the_run_directory(monkeypatch, tmp_path):
