@@ -30,7 +30,19 @@ from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
 from alternet_pl.plots.rundata import ANALYSIS_NAMES, Run, load_run  # noqa: E402
 from alternet_pl.runs import global_rank_from_env  # noqa: E402
 
-__all__ = ["SCALES", "FIGURE_FORMATS", "Report", "build_report", "main", "missing_analyses", "results_table"]
+__all__ = [
+    "FIGURE_FORMATS",
+    "SCALES",
+    "SMOKE_CORRUPTIONS",
+    "Report",
+    "build_report",
+    "main",
+    "missing_analyses",
+    "results_table",
+    "scale_arguments",
+    "train_scale",
+    "write_smoke_corruptions",
+]
 
 #: every figure is written in these formats
 FIGURE_FORMATS = ("png", "pdf")

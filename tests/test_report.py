@@ -235,3 +235,35 @@ def test_not_a_run_directory_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         report.main([str(tmp_path), "--out", str(tmp_path / "o")])
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_smoke_suite_config_builds_every_analysis():
+    from jsonargparse import ArgumentParser
+
+    from alternet_pl.callbacks.base import AnalysisCallback
+
+    parser = ArgumentParser()
+    parser.add_argument("--analyses", type=list[AnalysisCallback])
+    analyses = parser.instantiate(parser.parse_path("configs/analysis/smoke.yaml")).analyses
+    by_name = {a.name: a for a in analyses}
+    assert set(by_name) == set(report.ANALYSIS_NAMES)
+    assert by_name["hessian"].spectrum.enabled and by_name["hessian"].data.num_batches >= 8
+    assert len(by_name["freq_noise"].freqs) == 9
+
+
+def test_paper_scale_arguments(tmp_path):
+    (tmp_path / "CIFAR-100-C").mkdir()
+    args = report.scale_arguments("paper", data_dir=str(tmp_path), slurm=True)
+    assert len(args) == 3 + 7  # the trio and the seven build-up steps
+    trio, step = args[0], args[-1]
+    assert trio[:6] == [
+        "--config",
+        "experiments/resnet50_cifar100.yaml",
+        "--config",
+        "configs/trainer/slurm.yaml",
+        "--config",
+        "configs/analysis/paper.yaml",
+    ]
+    assert f"--data.init_args.root={tmp_path}" in trio and f"--analyses.root={tmp_path}/CIFAR-100-C" in trio
+    assert "experiments/buildup/step_6.yaml" in step and not any("analyses" in a for a in step)
+    assert "configs/trainer/ddp.yaml" in report.scale_arguments("paper", data_dir="d", slurm=False)[0]
