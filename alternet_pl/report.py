@@ -56,6 +56,10 @@ def _layout(stages: Sequence[str]) -> str:
     return "--model.model_kwargs={layout: [" + ", ".join(stages) + "]}"
 
 
+#: every smoke run trains on 1000 synthetic images (3 epochs): half the quickstart's, so that the whole
+#: smoke scale fits 15 minutes on 2 cores and accuracies stay below saturation
+_SMOKE_DATA = "--data.init_args.num_train=1000"
+
 #: what each scale trains: (label, config files, extra flags). At the smoke scale the trio states its
 #: layout, so ResNet (0 MSAs) and AlterNet (2) are also points of the build-up curve, between the
 #: micro build-up steps with 1 and 3 MSAs (trained without analyses).
@@ -64,7 +68,7 @@ SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         (
             name,
             ["experiments/quickstart.yaml", _SMOKE_ANALYSIS],
-            [f"--model.model={model}", *extra, f"--experiment=smoke_{name}"],
+            [f"--model.model={model}", *extra, _SMOKE_DATA, f"--experiment=smoke_{name}"],
         )
         for name, model, extra in (
             ("resnet", "resnet_cifar_micro", [_layout(["C", "C", "CC", "CC"])]),
@@ -76,7 +80,12 @@ SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         (
             f"buildup_{k}",
             ["experiments/quickstart.yaml"],
-            ["--model.model=alternet_cifar_micro", _layout(stages), f"--experiment=smoke_buildup_{k}msa"],
+            [
+                "--model.model=alternet_cifar_micro",
+                _layout(stages),
+                _SMOKE_DATA,
+                f"--experiment=smoke_buildup_{k}msa",
+            ],
         )
         for k, stages in ((1, ["C", "C", "CC", "CM"]), (3, ["C", "M", "CM", "CM"]))
     ],
