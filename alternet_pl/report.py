@@ -242,7 +242,10 @@ class Report:
         yield "frequency noise (freq_noise)", compare.freq_noise_figure
         yield "corruptions and mCE (corruption)", compare.corruption_figure
         yield "lesion (lesion)", lambda runs: compare.depth_figure(runs, "lesion")
-        yield "build-up curve (two or more runs with msa_per_stage)", compare.buildup_figure
+        yield (
+            "build-up curve (two or more runs whose config gives msa_per_stage or layout)",
+            compare.buildup_figure,
+        )
 
     def write(self, out: Path) -> list[Path]:
         """Write figures (PNG + PDF), table_results.md, report.md and index.html; return the paths."""

@@ -152,10 +152,12 @@ def hessian_spectrum_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
         f"{r.model_label}: {v.min():.3g} to {v.max():.3g}, {100 * np.mean(v < 0):.0f}% negative"
         for r, v in found
     ]
-    observed = (
-        f"{'; '.join(parts)}. {most_neg[0].model_label}'s min eigenvalue {most_neg[1].min():.3g} is the "
-        f"most negative; {largest[0].model_label}'s top eigenvalue {largest[1].max():.3g} is the largest."
-    )
+    observed = f"{'; '.join(parts)}."
+    if len(found) > 1:
+        observed += (
+            f" {most_neg[0].model_label}'s min eigenvalue {most_neg[1].min():.3g} is the most negative; "
+            f"{largest[0].model_label}'s top eigenvalue {largest[1].max():.3g} is the largest."
+        )
     paper = (
         "Fig. 1c: ResNet's per-batch top eigenvalues are large (about 200-800); ViT's are far smaller "
         "(about 0-100) but include negative ones (down to about -100): MSAs flatten the loss, and ViT's "
@@ -226,7 +228,8 @@ def landscape_figure(
     observed = (
         "Loss rise from the centre to the grid's edge: "
         + ", ".join(f"{lab} {rise:.3g}" for lab, rise in rises)
-        + f"; {flat[0]} is the flattest. Shared colour scale {norm.vmin:.3g}-{norm.vmax:.3g}"
+        + (f"; {flat[0]} is the flattest" if len(rises) > 1 else "")
+        + f". Shared colour scale {norm.vmin:.3g}-{norm.vmax:.3g}"
         + (" (log)." if isinstance(norm, mcolors.LogNorm) else ".")
     )
     paper = (
