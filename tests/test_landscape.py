@@ -80,6 +80,32 @@ def test_one_direction_and_weight_norm_term():
     np.testing.assert_allclose(plain.nll, out.nll, rtol=1e-12)
 
 
+def test_cells_record_the_standard_error_of_their_loss():
+    """loss_stderr = std(per-sample losses, ddof=1) / sqrt(n) of the perturbed model, batches pooled;
+    the same with a weight-decay term (a constant per cell); None without per-sample losses."""
+    model = make_cnn()
+    batches = make_batches((5, 7, 4))
+    (d,) = ls.random_directions(model, n=1, seed=2)
+    axis = np.array([-0.6, 0.0, 0.8])
+    out = ls.evaluate_grid(model, cross_entropy_loss, batches, [d], [axis])
+    decayed = ls.evaluate_grid(model, WeightDecayLoss(cross_entropy_loss, 0.05), batches, [d], [axis])
+    for i, a in enumerate(axis):
+        m = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.add_(a * d[name])
+            losses = torch.cat([F.cross_entropy(m(x), y, reduction="none") for x, y in batches]).double()
+        want = float(losses.std(unbiased=True) / math.sqrt(len(losses)))
+        assert out.loss_stderr[i] == pytest.approx(want, rel=1e-6)
+        assert decayed.loss_stderr[i] == pytest.approx(want, rel=1e-6)
+    assert len(set(np.round(out.loss_stderr, 9))) == 3  # it moves with the cell
+
+    def mean_only(model, batch):
+        return cross_entropy_loss(model, batch)[:3]
+
+    assert ls.evaluate_grid(model, mean_only, batches, [d], [axis]).loss_stderr is None
+
+
 def test_filter_normalisation_and_zeroed_tensors():
     model = make_cnn()
     params = dict(model.named_parameters())

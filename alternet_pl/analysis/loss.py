@@ -15,15 +15,20 @@ from torch import nn
 __all__ = ["cross_entropy_loss"]
 
 
-def cross_entropy_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """`loss_fn(model, batch) -> (loss_mean, num_samples, num_correct)` for `(images, labels)` batches.
+def cross_entropy_loss(
+    model: nn.Module, batch: Any
+) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """`loss_fn(model, batch) -> (loss_mean, num_samples, num_correct, per_sample_losses)` for
+    `(images, labels)` batches.
 
     Labels may be class indices or soft targets (rows of probabilities, e.g. after mixup; their
-    argmax counts as the correct class). No label smoothing, no augmentation.
+    argmax counts as the correct class). No label smoothing, no augmentation. The per-sample losses
+    (shape (num_samples,), their mean is loss_mean) let the landscape record each cell's standard
+    error; the Hessian uses loss_mean only.
     """
     images, labels = batch[0], batch[1]
     logits = model(images)
-    loss = F.cross_entropy(logits, labels)
+    per_sample = F.cross_entropy(logits, labels, reduction="none")
     hard = labels.argmax(dim=-1) if labels.ndim == 2 else labels
     correct = (logits.detach().argmax(dim=-1) == hard).sum()
-    return loss, labels.shape[0], correct
+    return per_sample.mean(), labels.shape[0], correct, per_sample

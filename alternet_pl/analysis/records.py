@@ -225,7 +225,8 @@ class HessianRecord(AnalysisRecord):
 class LandscapeRecord(AnalysisRecord):
     """Loss / accuracy on a grid: `loss` has one axis per direction, each of `coords`' length.
 
-    `nll` is the data term of `loss`; `l2` the weight-decay term when one was added (else None).
+    `nll` is the data term of `loss`; `l2` the weight-decay term when one was added (else None);
+    `loss_stderr` the standard error of each cell's loss over its samples (None if not recorded).
     Sharpness: `edge_increase` (mean of loss - centre over the grid's boundary), `max_increase`.
     """
 
@@ -234,6 +235,7 @@ class LandscapeRecord(AnalysisRecord):
     nll: np.ndarray
     acc: np.ndarray
     l2: np.ndarray | None = None
+    loss_stderr: np.ndarray | None = None
     center_loss: float
     center_acc: float
     edge_increase: float

@@ -130,6 +130,7 @@ class LandscapeCallback(AnalysisCallback):
             nll=grid.nll,
             acc=grid.acc,
             l2=None if grid.penalty is None else grid.penalty / wd,  # sum_p ||theta_p||, the CSV's l2
+            loss_stderr=grid.loss_stderr,
             center_loss=center,
             center_acc=center_acc,
             edge_increase=edge_inc,

@@ -98,6 +98,7 @@ class LandscapeGrid:
     nll: np.ndarray
     acc: np.ndarray
     penalty: np.ndarray | None = None
+    loss_stderr: np.ndarray | None = None
     nonfinite_cells: list[tuple[float, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -105,25 +106,46 @@ class LandscapeGrid:
 def _eval_cell(
     model: nn.Module, loss_fn: Callable, batches: list, device: torch.device
 ) -> tuple[torch.Tensor, int]:
-    """([sum of per-sample losses, number correct or NaN] as a float64 tensor on `device`, samples).
+    """([sum of losses, number correct, sum of squared per-sample losses] as a float64 tensor on
+    `device` (NaN for what loss_fn does not return), samples).
 
     Sums stay on the device (no host sync per batch), so GPU work is queued back to back.
     """
-    acc = torch.zeros(2, dtype=torch.float64, device=device)
+    acc = torch.zeros(3, dtype=torch.float64, device=device)
     count = 0
     with torch.inference_mode():
         for batch in batches:
             out = loss_fn(model, batch)
-            if not isinstance(out, tuple | list) or len(out) not in (2, 3):
+            if not isinstance(out, tuple | list) or len(out) not in (2, 3, 4):
                 raise TypeError(
-                    "evaluate_grid: loss_fn must return (loss_mean, num_samples[, num_correct]) "
-                    f"(got {type(out).__name__}); see alternet_pl.analysis.loss.cross_entropy_loss"
+                    "evaluate_grid: loss_fn must return (loss_mean, num_samples[, num_correct"
+                    f"[, per_sample_losses]]) (got {type(out).__name__}); see "
+                    "alternet_pl.analysis.loss.cross_entropy_loss"
                 )
             n = int(out[1])
             acc[0] += torch.as_tensor(out[0], device=device).detach().double() * n
-            acc[1] += torch.as_tensor(out[2], device=device).double() if len(out) == 3 else math.nan
+            acc[1] += torch.as_tensor(out[2], device=device).double() if len(out) >= 3 else math.nan
+            if len(out) == 4:
+                per_sample = torch.as_tensor(out[3], device=device).detach().double().reshape(-1)
+                if per_sample.numel() != n:
+                    raise ValueError(
+                        f"evaluate_grid: loss_fn returned {per_sample.numel()} per-sample losses for "
+                        f"{n} samples; return one loss per sample (reduction='none')"
+                    )
+                acc[2] += (per_sample * per_sample).sum()
+            else:
+                acc[2] += math.nan
             count += n
     return acc, count
+
+
+def _stderr(total: float, squares: float, count: int) -> float:
+    """Standard error of a mean from the sum and the sum of squares of `count` values (NaN if < 2)."""
+    if count < 2 or not math.isfinite(squares):
+        return math.nan
+    mean = total / count
+    var = max(squares / count - mean * mean, 0.0) * count / (count - 1)
+    return math.sqrt(var / count)
 
 
 def evaluate_grid(
@@ -189,14 +211,15 @@ def evaluate_grid(
             counts.append(count)
         if sums:  # one host transfer for all of this rank's cells
             table = torch.stack(sums).cpu().numpy()
-            results = [(idx, row[0], n, row[1], row[2]) for idx, row, n in zip(mine, table, counts)]
+            results = [(idx, row[0], n, row[1], row[3], row[2]) for idx, row, n in zip(mine, table, counts)]
     gathered = [r for part in all_gather_objects(results) for r in part]
-    nll, acc, penalty = (np.full(shape, np.nan) for _ in range(3))
-    for idx, total, count, correct, pen in gathered:
+    nll, acc, penalty, stderr = (np.full(shape, np.nan) for _ in range(4))
+    for idx, total, count, correct, pen, squares in gathered:
         cell = np.unravel_index(idx, shape)
         nll[cell] = total / count if count else math.nan
         acc[cell] = correct / count if count else math.nan
         penalty[cell] = pen
+        stderr[cell] = _stderr(total, squares, count)
     loss = nll + penalty if decay is not None else nll.copy()
     notes = []
     if np.isnan(acc).all():
@@ -219,6 +242,7 @@ def evaluate_grid(
         nll=nll,
         acc=acc,
         penalty=penalty if decay is not None else None,
+        loss_stderr=None if np.isnan(stderr).all() else stderr,
         nonfinite_cells=nonfinite,
         notes=notes,
     )
