@@ -134,9 +134,11 @@ def test_max_eigenvalue_spectrum_per_batch():
     for row, b in zip(spec.eigenvalues, batches):
         ev = torch.linalg.eigvalsh(dense_hessian(model, [b]))
         torch.testing.assert_close(row, ev[ev.abs().argsort()[-2:]].sort().values, rtol=1e-7, atol=1e-10)
-    # residuals: the true ||H x - theta x|| is tiny when converged; 2 Lanczos steps cannot converge
+    # residuals: the true ||H x - theta x|| is small when converged; 2 Lanczos steps cannot converge.
+    # Convergence is judged by the gap-sharpened error bound (<= 1e-9 relative, the eigenvalues match
+    # the dense ones above), which allows residuals up to ~sqrt(1e-9 * |theta| * gap): 1e-6, not 1e-9.
     vals, res = spec.eigenvalues, spec.residuals
-    assert spec.converged.all() and spec.unconverged_batches == [] and (res <= 1e-9 * vals.abs().max()).all()
+    assert spec.converged.all() and spec.unconverged_batches == [] and (res <= 1e-6 * vals.abs().max()).all()
     with pytest.warns(RuntimeWarning, match=r"batches \[0, 1, 2\] did not converge"):
         short = spectrum(2)
     assert not short.converged.any() and short.unconverged_batches == [0, 1, 2]

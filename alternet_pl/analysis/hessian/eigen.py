@@ -23,6 +23,8 @@ class EigenResult:
     """Eigenpairs sorted ascending (as scipy's eigsh); unpacks as ``vals, vecs = result``.
 
     residuals: ``||H x - theta x||`` per pair (|lambda - theta| <= residual for some eigenvalue lambda).
+    error_bounds: the bound on |lambda - theta| convergence was judged by (Lanczos: the residual
+    sharpened by the spectral gap, see `lanczos.ritz_error_bounds`; power iteration: the residual).
     """
 
     eigenvalues: torch.Tensor  # (k,) float64, ascending
@@ -31,6 +33,7 @@ class EigenResult:
     converged: bool
     num_hvps: int
     method: str
+    error_bounds: torch.Tensor | None = None  # (k,) float64
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         yield self.eigenvalues
