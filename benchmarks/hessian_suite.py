@@ -19,7 +19,6 @@ import copy
 import hashlib
 import io
 import os
-import resource
 import subprocess
 import sys
 import warnings
@@ -380,28 +379,35 @@ def cost_rows(models: list[str], batch_size: int, repeats: int, lanczos_steps: i
 
 # ---- memory -------------------------------------------------------------------------------------------
 def _peak_child(name: str, batch_size: int, kind: str) -> None:
-    """In a fresh process: peak resident memory added by one gradient or one product (bytes, printed)."""
+    """In a fresh process: peak resident memory added by one gradient or one product (bytes, printed).
+
+    The kernel's resident-set high-water mark (VmHWM) is reset just before the call (writing 5 to
+    /proc/self/clear_refs), so what imports and set-up touched earlier does not count."""
     torch.set_num_threads(1)
     model, batch = micro_model(name, batch_size)
     with torch.no_grad():
         model(batch[0][:2])
     v = torch.randn(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    params = [p for p in model.parameters() if p.requires_grad]
     fn = {
-        "grad": lambda: torch.autograd.grad(
-            F.cross_entropy(model(batch[0]), batch[1]), [p for p in model.parameters() if p.requires_grad]
-        ),
+        "grad": lambda: torch.autograd.grad(F.cross_entropy(model(batch[0]), batch[1]), params),
         "double_backward": lambda: our_operator(model, [batch]) @ v,
         "forward_over_reverse": lambda: forward_over_reverse(model, batch)(v),
         "cached_graph": lambda: our_operator(model, [batch], cache_graph=True) @ v,
     }[kind]
-    before = _rss_kib()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = _status_kib("VmRSS")
     fn()
-    print(f"PEAK {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024}")
+    print(f"PEAK {(_status_kib('VmHWM') - before) * 1024}")
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def peak_bytes(name: str, batch_size: int, kind: str) -> int:
@@ -417,8 +423,8 @@ def peak_bytes(name: str, batch_size: int, kind: str) -> int:
 
 
 def memory_rows(models: list[str], batch_size: int, repeats: int, log) -> list[Row]:
-    """Peak memory of one product over one gradient's (each in a fresh process, resident-set high-water
-    mark above the process's state before the call)."""
+    """Peak memory of one product over one gradient's (each in a fresh process: the resident-set
+    high-water mark, reset before the call, above the resident set before it; Linux only)."""
     rows = []
     for name in models:
         peaks = {k: [] for k in ("grad", "double_backward", "forward_over_reverse", "cached_graph")}
@@ -434,7 +440,7 @@ def memory_rows(models: list[str], batch_size: int, repeats: int, log) -> list[R
                     mib(peaks[kind]),
                     f"gradient {mib(peaks['grad'])}",
                     ratios(peaks[kind], peaks["grad"]),
-                    note="CPU: resident-set high-water mark added by the call, fresh process each"
+                    note="CPU: resident-set high-water mark (reset first) added by the call, fresh process"
                     if kind == "double_backward"
                     else "",
                 )
