@@ -26,10 +26,11 @@ def test_weight_penalty_forms_by_hand():
     assert weight_penalty(model, "norm").item() == pytest.approx(norm, rel=1e-12)
     assert weight_penalty(model, "l2").item() == pytest.approx(l2, rel=1e-12)
     batch = make_batches((4,))[0]
-    loss, n, correct = cross_entropy_loss(model, batch)
+    loss, n, correct, per_sample = cross_entropy_loss(model, batch)
     wrapped = WeightDecayLoss(cross_entropy_loss, 0.05, "norm")(model, batch)
     assert wrapped[0].item() == pytest.approx(loss.item() + 0.05 * norm, rel=1e-12)
-    assert wrapped[1:] == (n, correct)
+    assert wrapped[1:3] == (n, correct) and torch.equal(wrapped[3], per_sample)
+    assert per_sample.mean().item() == pytest.approx(loss.item(), rel=1e-12)
     (g,) = torch.autograd.grad(wrapped[0], [model[2].bias], allow_unused=True)
     assert torch.isfinite(g).all()  # the zero tensor adds no NaN derivative
     for bad in (lambda: weight_penalty(model, "l1"), lambda: WeightDecayLoss(cross_entropy_loss, -1.0)):
