@@ -28,6 +28,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
+from alternet_pl import checkpoints
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import ANALYSES
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
@@ -67,25 +68,13 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location: str = "cpu") -> int:
-    """Load weights into `module`, with errors that say what is wrong with the file; return its epoch."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
-    except Exception as err:
-        raise ValueError(f"checkpoint {ckpt_path} is corrupt or not a torch checkpoint ({err})") from err
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if state is None:
-        raise ValueError(f"checkpoint {ckpt_path} has no 'state_dict' (is it a Lightning checkpoint?)")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        arch = module.hparams.get("model")
-        raise ValueError(
-            f"checkpoint {ckpt_path} does not match the architecture {arch!r} of the run config; "
-            f"pass the config.yaml of the run that wrote it. Details: {str(err).splitlines()[0]}"
-        ) from err
+    """Load weights into `module` (weights-only read: a file holding code is refused); return its epoch.
+
+    Raises `InputError` naming the file when it is missing, damaged, holds code or belongs to
+    another architecture.
+    """
+    checkpoint = checkpoints.load_checkpoint(ckpt_path, map_location=map_location)
+    checkpoints.load_state_dict_into(module, checkpoint, ckpt_path)
     return int(checkpoint.get("epoch", 0))
 
 

@@ -32,6 +32,7 @@ from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, p
 from alternet_pl.analysis.weight_decay import WeightDecayLoss
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
+from alternet_pl.checkpoints import load_checkpoint
 from alternet_pl.plots import landscape as plots
 
 __all__ = ["LandscapeCallback", "TrajectoryCallback"]
@@ -265,7 +266,7 @@ class TrajectoryCallback(AnalysisCallback):
         return epochs, vecs, path, explained
 
     def _from_checkpoint(self, model: nn.Module, path: str) -> np.ndarray:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         state = state.get("state_dict", state)
         rows, missing, bad = [], [], []
         for name, p in trainable_parameters(model).items():

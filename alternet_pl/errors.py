@@ -1,0 +1,47 @@
+"""Input errors: one clear line naming the problem and the fix, instead of a page of traceback.
+
+Every check of user input (paths, data folders, checkpoints, config values) raises `InputError`
+(a `ValueError`), or `MissingInputError` (also a `FileNotFoundError`) for a path that is not
+there. The commands' entry points run through `run_command`, which prints such an error as one
+line and exits with status 2; `ALTERNET_DEBUG=1` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DEBUG_ENV", "InputError", "MissingInputError", "debug_enabled", "run_command"]
+
+#: set to 1 to see the full traceback of an input error
+DEBUG_ENV = "ALTERNET_DEBUG"
+
+
+class InputError(ValueError):
+    """Bad user input (a path, a file, a config value): the message says what is wrong and the fix."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or folder the input names does not exist (or lacks a part it needs)."""
+
+
+def debug_enabled() -> bool:
+    """True when `ALTERNET_DEBUG` asks for full tracebacks."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
+    """Call `main(argv)`; an `InputError` ends the process with its one line and exit status 2.
+
+    Returns what `main` returns. Raises `SystemExit(2)` on an input error (the traceback is printed
+    only under `ALTERNET_DEBUG=1`); any other exception propagates unchanged (a bug: full traceback).
+    """
+    try:
+        return main(argv)
+    except InputError as err:
+        if debug_enabled():
+            raise
+        print(f"error: {err}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,169 @@
+"""Checkpoints: read weights-only (a pickled callable is refused and never runs), atomic writes,
+clear errors for truncated / random / foreign files, and Lightning's resume path uses the same reader."""
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from alternet_pl.checkpoints import (
+    SafeCheckpointIO,
+    atomic_torch_save,
+    load_checkpoint,
+    load_state_dict_into,
+)
+from alternet_pl.data import SyntheticDataModule
+from alternet_pl.errors import InputError, MissingInputError
+from alternet_pl.module import ImageClassifier
+
+
+class _WritesMarker:
+    """Unpickling this object would create `path` (what an attack would do, harmlessly)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def _module(**kw) -> ImageClassifier:
+    return ImageClassifier(
+        model="alternet_cifar_micro", num_classes=4, mixup_alpha=0, cutmix_alpha=0, warmup_epochs=0, **kw
+    )
+
+
+def _trainer(root: Path, **kw) -> pl.Trainer:
+    options = dict(
+        default_root_dir=str(root),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[SafeCheckpointIO()],
+    )
+    return pl.Trainer(**{**options, **kw})
+
+
+def _data() -> SyntheticDataModule:
+    return SyntheticDataModule(num_train=32, num_val=16, num_classes=4, batch_size=8, hflip=0.0)
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint written by a real (tiny) fit: SGD, ModelCheckpoint with monitor and last."""
+    root = tmp_path_factory.mktemp("fit")
+    pl.seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=str(root / "checkpoints"), monitor="val/acc1", mode="max", save_last=True)
+    trainer = _trainer(root, callbacks=[ckpt])
+    trainer.fit(_module(optimizer="sgd"), datamodule=_data())
+    return root / "checkpoints" / "last.ckpt"
+
+
+def test_real_checkpoint_loads_weights_only_with_the_listed_globals(real_checkpoint):
+    # plain torch.load(weights_only=True) must accept it: our allow-list adds nothing torch lacks
+    raw = torch.load(real_checkpoint, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(real_checkpoint)
+    assert set(raw) == set(checkpoint)
+    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks", "loops"} <= set(checkpoint)
+    module = _module(optimizer="sgd")
+    load_state_dict_into(module, checkpoint, real_checkpoint)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][key])
+
+
+def _evil_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0, "payload": _WritesMarker(str(marker))}, path)
+    # the file really holds the callable: the unsafe reader would run it
+    archive = zipfile.ZipFile(path)
+    assert b"touch" in archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    return path, marker
+
+
+def test_checkpoint_holding_code_is_refused_and_nothing_runs(tmp_path):
+    path, marker = _evil_checkpoint(tmp_path)
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and "refused" in str(err.value)
+    assert not marker.exists()
+    # control: the same file read the unsafe way does run the payload (so the test can fail)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_lightning_resume_path_refuses_code_too(tmp_path):
+    path, marker = _evil_checkpoint(tmp_path)
+    with pytest.raises(InputError, match="refused"):
+        _trainer(tmp_path).fit(_module(), datamodule=_data(), ckpt_path=str(path))
+    assert not marker.exists()
+
+
+def test_resume_through_safe_io_restores_the_run(real_checkpoint, tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=2)
+    module = _module(optimizer="sgd")
+    trainer.fit(module, datamodule=_data(), ckpt_path=str(real_checkpoint))
+    assert trainer.current_epoch == 2 and trainer.global_step == 4  # 2 steps restored + 2 new
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "empty", "pickle", "list"])
+def test_damaged_checkpoint_gives_one_clear_error(kind, real_checkpoint, tmp_path):
+    path = tmp_path / f"{kind}.ckpt"
+    data = real_checkpoint.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "random":
+        noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+        path.write_bytes(noise.byte().numpy().tobytes())
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"state_dict": 1}))
+    else:
+        torch.save([1, 2, 3], path)
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(MissingInputError, match="not found"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_checkpoint_of_another_architecture_names_file_and_architecture(real_checkpoint):
+    other = ImageClassifier(model="resnet_cifar_micro", num_classes=4, mixup_alpha=0, cutmix_alpha=0)
+    with pytest.raises(InputError) as err:
+        load_state_dict_into(other, load_checkpoint(real_checkpoint), real_checkpoint)
+    assert str(real_checkpoint) in str(err.value) and "resnet_cifar_micro" in str(err.value)
+
+
+def test_crash_mid_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = SafeCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def crash_after_half(obj, fh):
+        fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # the process dies in the middle of writing
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"epoch": 2}, path, save=crash_after_half)
+    monkeypatch.setattr(torch, "save", crash_after_half)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    checkpoint = io.load_checkpoint(path)
+    assert checkpoint["epoch"] == 1 and torch.equal(checkpoint["state_dict"]["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
