@@ -13,7 +13,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DEBUG_ENV", "InputError", "MissingInputError", "debug_enabled", "run_command"]
+__all__ = [
+    "DEBUG_ENV",
+    "InputError",
+    "MissingInputError",
+    "TrainingStopped",
+    "debug_enabled",
+    "run_command",
+]
 
 #: set to 1 to see the full traceback of an input error
 DEBUG_ENV = "ALTERNET_DEBUG"
@@ -27,21 +34,27 @@ class MissingInputError(InputError, FileNotFoundError):
     """A file or folder the input names does not exist (or lacks a part it needs)."""
 
 
+class TrainingStopped(RuntimeError):
+    """Training was stopped on purpose (e.g. a non-finite loss); the message says how to go on."""
+
+
 def debug_enabled() -> bool:
     """True when `ALTERNET_DEBUG` asks for full tracebacks."""
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
-    """Call `main(argv)`; an `InputError` ends the process with its one line and exit status 2.
+    """Call `main(argv)`; an `InputError` or `TrainingStopped` ends the process with its one line.
 
-    Returns what `main` returns. Raises `SystemExit(2)` on an input error (the traceback is printed
-    only under `ALTERNET_DEBUG=1`); any other exception propagates unchanged (a bug: full traceback).
+    Returns what `main` returns. Raises `SystemExit(2)` on an input error and `SystemExit(3)` when
+    training was stopped (the traceback is printed only under `ALTERNET_DEBUG=1`); any other
+    exception propagates unchanged (a bug: full traceback).
     """
     try:
         return main(argv)
-    except InputError as err:
+    except (InputError, TrainingStopped) as err:
         if debug_enabled():
             raise
-        print(f"error: {err}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        kind = "error" if isinstance(err, InputError) else "stopped"
+        print(f"{kind}: {err}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
+        raise SystemExit(2 if isinstance(err, InputError) else 3) from None

@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
 from alternet_pl.analysis.loss import cross_entropy_loss
+from alternet_pl.errors import InputError
 from alternet_pl.metrics import CalibrationMetric
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -41,7 +42,7 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
         ours = timm.list_models("alternet*") + timm.list_models("*cifar*")
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r}. Closest registered names: {close or 'none'}. "
             f"alternet-pl's own models: {sorted(set(ours))}"
         )
@@ -203,7 +204,7 @@ class ImageClassifier(pl.LightningModule):
     def setup(self, stage: str) -> None:
         data_classes = getattr(getattr(self.trainer, "datamodule", None), "num_classes", None)
         if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"model.num_classes={self.num_classes} but the data has {data_classes} classes; "
                 f"set --model.num_classes={data_classes}"
             )

@@ -167,3 +167,33 @@ def test_crash_mid_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch
     checkpoint = io.load_checkpoint(path)
     assert checkpoint["epoch"] == 1 and torch.equal(checkpoint["state_dict"]["w"], torch.ones(3))
     assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
+
+
+class _GoesNaN(ImageClassifier):
+    """Its loss turns NaN at global step `nan_at` (a stand-in for a diverging run)."""
+
+    nan_at = 3
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step == self.nan_at else loss
+
+
+def test_nonfinite_loss_stops_with_one_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    from alternet_pl.guards import NonFiniteLossError, NonFiniteLossGuard
+
+    pl.seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"), every_n_train_steps=2, save_last=True)
+    trainer = _trainer(tmp_path, max_epochs=3, callbacks=[ckpt, NonFiniteLossGuard()])
+    module = _GoesNaN(model="alternet_cifar_micro", num_classes=4, mixup_alpha=0, cutmix_alpha=0)
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer.fit(module, datamodule=_data())
+    message = str(err.value)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert "\n" not in message and "nan at step 3 (epoch 1)" in message
+    assert "last finite loss" in message and "at step 2" in message and str(last) in message
+    saved = load_checkpoint(last)
+    assert saved["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    # the weights in memory were not touched by the bad step either
+    assert all(torch.isfinite(p).all() for p in module.parameters())

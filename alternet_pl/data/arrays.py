@@ -8,13 +8,15 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from alternet_pl.errors import InputError
+
 
 class ArrayImageDataset(Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None) -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+            raise InputError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InputError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.transform = images, np.asarray(labels, dtype=np.int64), transform
 
     def __len__(self) -> int:

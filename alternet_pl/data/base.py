@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from alternet_pl.analysis.state import seeded
 from alternet_pl.data.transforms import build_transform
+from alternet_pl.errors import InputError
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -37,7 +38,7 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.auto_augment = auto_augment or None
@@ -68,7 +69,28 @@ class ImageDataModule(pl.LightningDataModule):
     # ---- Lightning --------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set = self.build_datasets(self.transform(True), self.transform(False))
+            train_set, val_set = self.build_datasets(self.transform(True), self.transform(False))
+            self.check_sizes(train_set, val_set)
+            self.train_set, self.val_set = train_set, val_set
+
+    def check_sizes(self, train_set: Dataset, val_set: Dataset) -> None:
+        """Refuse, before any training, splits that would give no batch at all.
+
+        Raises `InputError` for an empty split, and for a training set smaller than one batch
+        when `drop_last` would drop it whole (an epoch of zero steps).
+        """
+        for split, dataset in (("train", train_set), ("val", val_set)):
+            if len(dataset) == 0:
+                raise InputError(
+                    f"{type(self).__name__}: the {split} split is empty; point the data module at a "
+                    f"folder with {split} images"
+                )
+        if self.drop_last and len(train_set) < self.batch_size:
+            raise InputError(
+                f"{type(self).__name__}: batch_size={self.batch_size} is larger than the {len(train_set)} "
+                f"training images and drop_last=True drops that one partial batch (zero training steps); "
+                f"set --data.init_args.batch_size<={len(train_set)} or --data.init_args.drop_last=false"
+            )
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(
@@ -109,7 +131,7 @@ class ImageDataModule(pl.LightningDataModule):
         The last batch is smaller when the split has fewer images than asked for.
         """
         if split not in ("val", "train"):
-            raise ValueError(f"analysis split {split!r}: choose 'val' or 'train'")
+            raise InputError(f"analysis split {split!r}: choose 'val' or 'train'")
         self.setup()
         base = self.train_set if split == "train" else self.val_set
         dataset = with_transform(base, self.transform(train=augment))
@@ -117,7 +139,10 @@ class ImageDataModule(pl.LightningDataModule):
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(dataset), generator=gen)[: num_batches * batch_size].tolist()
         if not order:
-            raise ValueError(f"the {split} split is empty: no analysis batches")
+            raise InputError(
+                f"the {split} split is empty: no analysis batches; use data='val' / 'train' on a split "
+                "that has images"
+            )
         batches = []
         with seeded(seed):  # augmentations and mixup draw from the global RNGs: fixed, then restored
             for start in range(0, len(order), batch_size):

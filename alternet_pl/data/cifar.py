@@ -9,6 +9,7 @@ import numpy as np
 
 from alternet_pl.data.arrays import ArrayImageDataset
 from alternet_pl.data.base import ImageDataModule
+from alternet_pl.errors import InputError, MissingInputError
 
 _HOW_TO_GET = (
     "download and extract the official archive ({url}) into {root} "
@@ -38,21 +39,42 @@ _LAYOUTS = {
 }
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles the CIFAR batches (dicts, lists, bytes, numpy arrays) and nothing else: a file that
+    asks for any other Python object is refused instead of run."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which CIFAR files never hold")
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path, label_key: bytes, hint: str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
-        raise FileNotFoundError(f"CIFAR file {path} is missing; {hint}")
+        raise MissingInputError(f"CIFAR file {path} is missing; {hint}")
     try:
         with open(path, "rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
+            entry = _ArraysOnly(fh, encoding="bytes").load()
     except Exception as err:
-        raise ValueError(f"CIFAR file {path} is not a readable pickle ({err}); {hint}") from err
+        raise InputError(f"CIFAR file {path} is not a readable CIFAR pickle ({err}); {hint}") from None
+    if not isinstance(entry, dict):
+        raise InputError(f"CIFAR file {path} holds a {type(entry).__name__}, not a dict; {hint}")
     for key in (b"data", label_key):
         if key not in entry:
-            raise ValueError(f"CIFAR file {path} has no key {key!r} (keys: {sorted(entry)}); {hint}")
+            raise InputError(f"CIFAR file {path} has no key {key!r} (keys: {sorted(entry)}); {hint}")
     data = np.asarray(entry[b"data"], dtype=np.uint8)
     labels = np.asarray(entry[label_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise ValueError(
+        raise InputError(
             f"CIFAR file {path}: expected data (N, 3072) with N labels, got {data.shape} and "
             f"{len(labels)} labels; {hint}"
         )
@@ -66,12 +88,12 @@ def load_cifar(root: str | Path, name: str, train: bool) -> tuple[np.ndarray, np
     hint = _HOW_TO_GET.format(url=url, root=root, cls=cls)
     base = root / folder
     if not base.is_dir():
-        raise FileNotFoundError(f"{name}: folder {base} not found; {hint}")
+        raise MissingInputError(f"{name}: folder {base} not found; {hint}")
     parts = [_load_pickle(base / f, label_key, hint) for f in (train_files if train else test_files)]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"{name}: labels outside 0..{num_classes - 1} in {base}; {hint}")
+        raise InputError(f"{name}: labels outside 0..{num_classes - 1} in {base}; {hint}")
     return images, labels
 
 

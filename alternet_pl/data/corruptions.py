@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from alternet_pl.errors import InputError, MissingInputError
+
 __all__ = [
     "CORRUPTIONS",
     "EXTRA_CORRUPTIONS",
@@ -53,7 +55,7 @@ def detect_layout(root: str | Path) -> str:
     """ "npy" when ``labels.npy`` is present (CIFAR-C), "folder" when sub-folders are (ImageNet-C)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"corruption data folder {root} does not exist: download CIFAR-10-C / CIFAR-100-C "
             "(zenodo.org/record/2535967, 3555552) or ImageNet-C and pass its folder as `root`"
         )
@@ -61,7 +63,7 @@ def detect_layout(root: str | Path) -> str:
         return "npy"
     if any(p.is_dir() for p in root.iterdir()):
         return "folder"
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"{root} is neither CIFAR-C (labels.npy + <corruption>.npy) nor ImageNet-C "
         "(<corruption>/<severity>/<class>/<image>); expected file: labels.npy"
     )
@@ -69,7 +71,7 @@ def detect_layout(root: str | Path) -> str:
 
 def _check_severity(severity: int) -> None:
     if severity not in SEVERITIES:
-        raise ValueError(f"severity {severity} is not one of {SEVERITIES}")
+        raise InputError(f"severity {severity} is not one of {SEVERITIES}")
 
 
 class CorruptionArrayDataset(Dataset):
@@ -88,19 +90,19 @@ class CorruptionArrayDataset(Dataset):
         file, labels_file = root / f"{corruption}.npy", root / "labels.npy"
         for f in (file, labels_file):
             if not f.is_file():
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"missing {f}: CIFAR-C needs <corruption>.npy per corruption and labels.npy; "
                     f"download it, or drop {corruption!r} from `corruptions`"
                 )
         images = np.load(file, mmap_mode="r")
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[0] % 5:
-            raise ValueError(
+            raise InputError(
                 f"{file}: expected uint8 (5 n, H, W, 3) with the 5 severities stacked, got "
                 f"{images.dtype} {images.shape}; re-download the file"
             )
         labels = np.load(labels_file, mmap_mode="r")
         if labels.shape != (images.shape[0],):
-            raise ValueError(
+            raise InputError(
                 f"label count mismatch: {labels_file} holds {labels.shape} labels but {file} holds "
                 f"{images.shape[0]} images; expected labels.npy of shape ({images.shape[0]},) "
                 "from the same release"
@@ -126,7 +128,7 @@ def _folder_dataset(root: Path, corruption: str, severity: int, mean, std, image
     _check_severity(severity)
     folder = root / corruption / str(severity)
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"missing {folder}: ImageNet-C needs <corruption>/<severity>/<class>/<image>; "
             f"download it, or drop {corruption!r} from `corruptions`"
         )
@@ -206,7 +208,7 @@ class CorruptionDataModule(pl.LightningDataModule):
             missing = [c for c in self.corruptions if not (self.root / f"{c}.npy").is_file()]
             if missing:
                 present = sorted(p.stem for p in self.root.glob("*.npy"))
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"{self.root} lacks {[f'{c}.npy' for c in missing]}; download the full set or "
                     f"pass corruptions= without them (present: {present})"
                 )

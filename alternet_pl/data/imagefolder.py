@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import default_loader
 
 from alternet_pl.data.base import ImageDataModule
+from alternet_pl.errors import InputError, MissingInputError
+
+
+def load_image(path: str) -> Image.Image:
+    """Decode an image as RGB; a file that does not decode raises `InputError` naming it."""
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated files
+        raise InputError(
+            f"image {path} cannot be decoded ({err}); replace it with a valid image or delete it "
+            "(every file under <root>/<split>/<class>/ is read as an image)"
+        ) from None
 
 
 class _Folder(ImageFolder):
+    def __init__(self, root: str, transform=None) -> None:
+        super().__init__(root, transform=transform, loader=load_image)
+
     def raw(self, index: int):
         path, label = self.samples[index]
         return self.loader(path), label
@@ -18,16 +35,16 @@ class _Folder(ImageFolder):
 def _open_split(root: Path, split: str, transform) -> _Folder:
     folder = root / split
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"image folder {folder} not found; expected {root}/train/<class>/<image> and "
             f"{root}/val/<class>/<image> (for ImageNet, move the validation images into class folders)"
         )
     try:
         dataset = _Folder(str(folder), transform=transform)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"no images found under {folder}: {err}") from err
+        raise MissingInputError(f"no images found under {folder}: {err}") from err
     if len(dataset.classes) < 2:
-        raise ValueError(
+        raise InputError(
             f"{folder} has {len(dataset.classes)} class folder(s) {dataset.classes}; classification needs "
             "at least 2 (one sub-folder per class)"
         )
@@ -72,7 +89,7 @@ class ImageFolderDataModule(ImageDataModule):
         train = _open_split(self.root, "train", train_transform)
         val = _open_split(self.root, "val", eval_transform)
         if train.classes != val.classes:
-            raise ValueError(
+            raise InputError(
                 f"train and val class folders differ under {self.root}: "
                 f"{sorted(set(train.classes) ^ set(val.classes))[:10]}"
             )

@@ -13,6 +13,7 @@ import torch
 
 from alternet_pl.data.arrays import ArrayImageDataset
 from alternet_pl.data.base import ImageDataModule
+from alternet_pl.errors import InputError
 
 
 def _class_cues(num_classes: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +107,7 @@ class SyntheticDataModule(ImageDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, auto_augment, re_prob, hflip, drop_last)
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise InputError(f"num_classes must be >= 2, got {num_classes}")
         self.num_train, self.num_val, self.num_classes = num_train, num_val, num_classes
         self.image_size, self.seed = image_size, seed
 
