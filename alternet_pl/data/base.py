@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alternet_pl.analysis.state import seeded
 from alternet_pl.data.transforms import build_transform
@@ -92,11 +94,14 @@ class ImageDataModule(pl.LightningDataModule):
                 f"set --data.init_args.batch_size<={len(train_set)} or --data.init_args.drop_last=false"
             )
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, drop_last: bool, sampler: Sampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             drop_last=drop_last,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -109,7 +114,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self._loader(
+            self.val_set, shuffle=False, drop_last=False, sampler=evaluation_sampler(self.val_set)
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -153,6 +160,26 @@ class ImageDataModule(pl.LightningDataModule):
                     images, labels = mixup_fn(images, labels)
                 batches.append((images, labels))
         return batches
+
+
+def evaluation_sampler(dataset: Dataset) -> Sampler | None:
+    """Under DDP, a sampler that gives each rank every world-th sample, each sample exactly once.
+
+    Lightning's default `DistributedSampler` pads a set that does not divide by the number of
+    ranks with repeated samples, which the validation metrics would count twice. Ranks may then run
+    one batch fewer; evaluation has no per-batch collective (metrics sync once, at epoch end), so
+    that is safe. Returns None in a single process (the loader then reads in order).
+    Raises `InputError` when the set has fewer samples than there are ranks.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    world = dist.get_world_size()
+    if len(dataset) < world:
+        raise InputError(
+            f"the evaluation set has {len(dataset)} samples for {world} processes: every process needs one; "
+            "use a larger validation set or fewer devices"
+        )
+    return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=dist.get_rank(), shuffle=False)
 
 
 class _Retransformed(Dataset):
