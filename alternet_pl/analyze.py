@@ -31,6 +31,8 @@ from lightning.pytorch.cli import instantiate_class
 from alternet_pl import checkpoints
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import ANALYSES
+from alternet_pl.callbacks.base import write_error_record
+from alternet_pl.errors import CommandFailed, InputError, run_command
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
 from alternet_pl.module import ImageClassifier
 
@@ -53,6 +55,10 @@ DATA_NAMES = {
 }
 
 
+class AnalysisFailed(CommandFailed):
+    """One or more analyses failed; each wrote an error record (message and traceback)."""
+
+
 def load_run_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -68,14 +74,15 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location: str = "cpu") -> int:
-    """Load weights into `module` (weights-only read: a file holding code is refused); return its epoch.
+    """Load weights into `module` (weights-only read: a file holding code is refused); return the
+    number of epochs completed when it was written (the label `fit` gives analyses of these weights).
 
     Raises `InputError` naming the file when it is missing, damaged, holds code or belongs to
     another architecture.
     """
     checkpoint = checkpoints.load_checkpoint(ckpt_path, map_location=map_location)
     checkpoints.load_state_dict_into(module, checkpoint, ckpt_path)
-    return int(checkpoint.get("epoch", 0))
+    return checkpoints.completed_epochs(checkpoint)
 
 
 def run_config_defaults(run_config: dict[str, Any]) -> dict[str, Any]:
@@ -285,15 +292,26 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
             if cfg.out_dir
             else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
         )
-    init = parser.instantiate(cfg)
-    results = {}
+    try:
+        init = parser.instantiate(cfg)
+    except (ValueError, TypeError) as err:  # an option out of range: the analysis's constructor says so
+        raise InputError(f"invalid analysis option: {' '.join(str(err).split())}") from err
+    results, failed = {}, []
     for name in cfg.analysis:
         callback = init[name]
         stem = f"{ckpt_stem}-epoch={checkpoint_epoch:03d}"
-        results[name] = callback.run(module, datamodule, out_dir, epoch=checkpoint_epoch, stem=stem)
+        try:
+            results[name] = callback.run(module, datamodule, out_dir, epoch=checkpoint_epoch, stem=stem)
+        except Exception as err:  # noqa: BLE001  (recorded beside the results, then reported)
+            record = write_error_record(out_dir / "analysis" / name, stem, name, checkpoint_epoch, err)
+            failed.append(f"{name} ({' '.join(str(err).split())[:300]}; error record: {record})")
+            print(f"{name}: FAILED, error record {record}", flush=True)
+            continue
         print(f"{name}: {out_dir / 'analysis' / name / stem}.*  {results[name].scalars()}", flush=True)
+    if failed:
+        raise AnalysisFailed(f"{len(failed)} of {len(cfg.analysis)} analyses failed: " + "; ".join(failed))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, sys.argv[1:])

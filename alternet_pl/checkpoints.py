@@ -30,6 +30,7 @@ __all__ = [
     "LIGHTNING_SAFE_GLOBALS",
     "SafeCheckpointIO",
     "atomic_torch_save",
+    "completed_epochs",
     "load_checkpoint",
     "load_state_dict_into",
 ]
@@ -123,6 +124,18 @@ def load_state_dict_into(
             f"{len(unexpected)} unexpected keys, e.g. {(missing or unexpected or ['shape mismatch'])[0]}; "
             f"{str(err).splitlines()[-1].strip()[:120]}); pass the config.yaml of the run that wrote it"
         ) from None
+
+
+def completed_epochs(checkpoint: dict[str, Any]) -> int:
+    """Epochs completed when a Lightning checkpoint was written: `epoch + 1` for one written at the end
+    of an epoch (Lightning stores the 0-based index of the running epoch), `epoch` mid-epoch.
+
+    This is the label `fit` gives analyses run on the same weights (`epoch=NNN`).
+    """
+    epoch = int(checkpoint.get("epoch", 0))
+    loops = checkpoint.get("loops") or {}
+    progress = (loops.get("fit_loop") or {}).get("epoch_loop.batch_progress") or {}
+    return epoch + 1 if progress.get("is_last_batch") else epoch
 
 
 def atomic_torch_save(

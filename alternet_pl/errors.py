@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "DEBUG_ENV",
+    "CommandFailed",
     "InputError",
     "MissingInputError",
     "TrainingStopped",
@@ -34,7 +35,11 @@ class MissingInputError(InputError, FileNotFoundError):
     """A file or folder the input names does not exist (or lacks a part it needs)."""
 
 
-class TrainingStopped(RuntimeError):
+class CommandFailed(RuntimeError):
+    """The command could not finish its work; the message says why and how to go on (exit status 3)."""
+
+
+class TrainingStopped(CommandFailed):
     """Training was stopped on purpose (e.g. a non-finite loss); the message says how to go on."""
 
 
@@ -44,7 +49,7 @@ def debug_enabled() -> bool:
 
 
 def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
-    """Call `main(argv)`; an `InputError` or `TrainingStopped` ends the process with its one line.
+    """Call `main(argv)`; an `InputError` or `CommandFailed` ends the process with its one line.
 
     Returns what `main` returns. Raises `SystemExit(2)` on an input error and `SystemExit(3)` when
     training was stopped (the traceback is printed only under `ALTERNET_DEBUG=1`); any other
@@ -52,9 +57,15 @@ def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
     """
     try:
         return main(argv)
-    except (InputError, TrainingStopped) as err:
+    except (InputError, CommandFailed) as err:
         if debug_enabled():
             raise
-        kind = "error" if isinstance(err, InputError) else "stopped"
+        kind = (
+            "error"
+            if isinstance(err, InputError)
+            else "stopped"
+            if isinstance(err, TrainingStopped)
+            else "failed"
+        )
         print(f"{kind}: {err}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
         raise SystemExit(2 if isinstance(err, InputError) else 3) from None

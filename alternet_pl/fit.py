@@ -3,26 +3,35 @@
 LightningCLI (run=False): configs compose left to right, flags override, `--print_config` shows
 the merged result. Each run writes `runs/<experiment>/<version>/`: `config.yaml`,
 `checkpoints/` (last + best by val/acc1), `metrics.csv` (CSVLogger, always on) and `analysis/`.
+
+`--ckpt_path last` (or a checkpoint path) resumes a run in its own directory (see
+`alternet_pl.resume`); an input error ends the command with one line (`ALTERNET_DEBUG=1`: traceback).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 
+from alternet_pl import resume
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
+from alternet_pl.callbacks.base import error_records
+from alternet_pl.checkpoints import SafeCheckpointIO
 from alternet_pl.data import ImageDataModule
+from alternet_pl.errors import InputError, run_command
+from alternet_pl.guards import NonFiniteLossGuard
 from alternet_pl.module import ImageClassifier
-from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, make_run_dir
+from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, job_version, make_run_dir
 
 
 def _as_list(value: Any) -> list:
@@ -35,15 +44,38 @@ def _as_list(value: Any) -> list:
 
 
 def default_checkpoint(run_dir: Path) -> ModelCheckpoint:
-    """last.ckpt and the best checkpoint by val/acc1, in `<run_dir>/checkpoints/`."""
+    """The best checkpoint by val/acc1, in `<run_dir>/checkpoints/`."""
     return ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         monitor="val/acc1",
         mode="max",
-        save_last=True,
         filename="best-epoch={epoch:03d}-acc1={val/acc1:.4f}",
         auto_insert_metric_name=False,
     )
+
+
+def last_checkpoint(run_dir: Path, every_n_steps: int | None = None) -> ModelCheckpoint:
+    """`<run_dir>/checkpoints/last.ckpt`, rewritten after every epoch (and every `every_n_steps`).
+
+    Separate from the best checkpoint: Lightning's `save_last` only writes when a best checkpoint
+    is written, which would leave last.ckpt behind whenever val/acc1 does not improve.
+    """
+    return ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        every_n_train_steps=every_n_steps,
+        enable_version_counter=False,
+        # at the very end of the epoch, after the analyses' epoch-end runs: their state is in it
+        save_on_train_epoch_end=True,
+    )
+
+
+def _wants_gpu(trainer_config: dict[str, Any]) -> bool:
+    accelerator = str(trainer_config.get("accelerator") or "auto")
+    return accelerator in ("gpu", "cuda")
 
 
 class AlternetCLI(LightningCLI):
@@ -69,6 +101,19 @@ class AlternetCLI(LightningCLI):
             help="version folder name; default version_N (never overwrites)",
         )
         parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="resume: `last` (this experiment's newest run, or --version) or a checkpoint file; the "
+            "run goes on in the directory that holds it",
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="also rewrite checkpoints/last.ckpt every N training steps (less work lost on a crash)",
+        )
+        parser.add_argument(
             "--analyses",
             type=list[AnalysisCallback] | None,
             default=None,
@@ -86,22 +131,81 @@ class AlternetCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config
         self.experiment = self.experiment_name()
-        self.run_dir = make_run_dir(config.get("runs_dir", "runs"), self.experiment, config.get("version"))
-        if global_rank_from_env() == 0:
+        check_devices(config.get("trainer") or {})
+        self.resume_from: Path | None = None
+        self.keep_rows: list[dict[str, str]] = []
+        ckpt_path = config.get("ckpt_path")
+        runs_root = config.get("runs_dir", "runs")
+        if ckpt_path and ckpt_path != "last":
+            self.resume_from = resume.check_checkpoint_path(ckpt_path)
+            own = resume.run_dir_of(self.resume_from)
+            if own is not None and not os.environ.get(RUN_DIR_ENV):
+                os.environ[RUN_DIR_ENV] = str(own)
+        version = config.get("version")
+        if ckpt_path == "last" and not os.environ.get(RUN_DIR_ENV):
+            version = version or job_version() or resume.newest_version(Path(runs_root) / self.experiment)
+        self.run_dir = make_run_dir(runs_root, self.experiment, version, reuse=bool(ckpt_path))
+        if ckpt_path == "last":
+            self.resume_from = resume.newest_checkpoint(self.run_dir)
+        if self.resume_from is not None:
+            step = resume.checkpoint_step(self.resume_from)
+            self.keep_rows = resume.rows_before(self.run_dir / "metrics.csv", step)
+        if global_rank_from_env() == 0 and not (
+            self.resume_from and (self.run_dir / "config.yaml").is_file()
+        ):
             text = self.parser.dump(config, skip_unset=False)
             write_text(self.run_dir / "config.yaml", text)
 
+    def instantiate_classes(self) -> None:
+        """LightningCLI's instantiation; a constructor that rejects a config value (ValueError /
+        TypeError: unknown model, bad layout, out-of-range analysis option, ...) is an input error."""
+        try:
+            super().instantiate_classes()
+        except (InputError, SystemExit):
+            raise
+        except (ValueError, TypeError) as err:
+            message = " ".join(str(err).split())
+            raise InputError(f"invalid configuration: {message}") from err
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self.config_init.get("trainer") or {}
-        loggers = [CSVLogger(save_dir=str(self.run_dir), name="", version="")]
+        loggers = [
+            resume.ResumingCSVLogger(
+                save_dir=str(self.run_dir), name="", version="", keep_rows=self.keep_rows
+            )
+        ]
         loggers += _as_list(trainer_config.get("logger"))
         callbacks = _as_list(trainer_config.get("callbacks"))
         checkpointing = trainer_config.get("enable_checkpointing", True) is not False
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-            callbacks.append(default_checkpoint(self.run_dir))
+            every = self.config_init.get("checkpoint_every_n_steps")
+            callbacks += [default_checkpoint(self.run_dir), last_checkpoint(self.run_dir, every)]
+        callbacks += [NonFiniteLossGuard(), resume.RNGStates()]
         callbacks += list(self.config_init.get("analyses") or [])
-        kwargs = {"default_root_dir": str(self.run_dir), "logger": loggers, "callbacks": callbacks, **kwargs}
+        plugins = _as_list(trainer_config.get("plugins"))
+        if not any(isinstance(p, SafeCheckpointIO) for p in plugins):
+            plugins.append(SafeCheckpointIO())
+        kwargs = {
+            "default_root_dir": str(self.run_dir),
+            "logger": loggers,
+            "callbacks": callbacks,
+            "plugins": plugins,
+            **kwargs,
+        }
         return super().instantiate_trainer(**kwargs)
+
+
+def check_devices(trainer_config: dict[str, Any]) -> None:
+    """A GPU config on a machine without a GPU: say which flags run it on CPUs (before any work).
+
+    Raises `InputError`.
+    """
+    if _wants_gpu(trainer_config) and not torch.cuda.is_available():
+        raise InputError(
+            f"the trainer config asks for GPUs (accelerator={trainer_config.get('accelerator')}) but this "
+            "machine has none; run it on CPUs with --trainer.accelerator=cpu --trainer.precision=32-true "
+            "--trainer.devices=1 (or --trainer.devices=N --trainer.strategy=ddp for N CPU processes)"
+        )
 
 
 def summarize(run_dir: Path, trainer: Trainer) -> str:
@@ -110,12 +214,18 @@ def summarize(run_dir: Path, trainer: Trainer) -> str:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if metrics:
         lines.append("Final validation: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-    ckpt = trainer.checkpoint_callback
-    if isinstance(ckpt, ModelCheckpoint):
-        if ckpt.best_model_path:
+    for ckpt in trainer.checkpoint_callbacks:
+        if not isinstance(ckpt, ModelCheckpoint):
+            continue
+        if ckpt.monitor and ckpt.best_model_path:
             lines.append(f"  best checkpoint: {ckpt.best_model_path}")
-        if ckpt.last_model_path:
-            lines.append(f"  last checkpoint: {ckpt.last_model_path}")
+        last = ckpt.last_model_path or (ckpt.best_model_path if ckpt.monitor is None else "")
+        if last:
+            lines.append(f"  last checkpoint: {last}")
+            lines.append(
+                f"  resume with: python -m alternet_pl.fit --config {run_dir / 'config.yaml'} "
+                f"--ckpt_path {shlex.quote(last)}"
+            )
     for name in ("config.yaml", "metrics.csv"):
         if (run_dir / name).exists():
             lines.append(f"  {name}: {run_dir / name}")
@@ -124,6 +234,12 @@ def summarize(run_dir: Path, trainer: Trainer) -> str:
         for sub in sorted(p for p in analysis.iterdir() if p.is_dir()):
             files = sorted(f.name for f in sub.iterdir() if not f.name.startswith("."))
             lines.append(f"  analysis/{sub.name}: {', '.join(files)}")
+    for failure in error_records(run_dir):
+        message = " ".join(str(failure.get("error", "")).split())[:200]
+        lines.append(
+            f"  FAILED analysis {failure.get('analysis')} at epoch {failure.get('epoch')}: {message} "
+            f"(traceback in {failure['path']})"
+        )
     return "\n".join(lines)
 
 
@@ -145,7 +261,8 @@ def main(args: list[str] | None = None) -> AlternetCLI:
             parser_kwargs={"default_env": False},
             seed_everything_default=0,
         )
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        resume_from = str(cli.resume_from) if cli.resume_from else None
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_from)
         if cli.trainer.global_rank == 0:
             print(summarize(cli.run_dir, cli.trainer), flush=True)
         return cli
@@ -157,4 +274,4 @@ def main(args: list[str] | None = None) -> AlternetCLI:
 __all__ = ["AlternetCLI", "default_checkpoint", "main", "summarize"]
 
 if __name__ == "__main__":
-    main()
+    run_command(main, sys.argv[1:])

@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 
 from alternet_pl.analysis.results import write_figure, write_text  # noqa: E402
+from alternet_pl.errors import InputError, run_command  # noqa: E402
 from alternet_pl.plots import compare  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
 from alternet_pl.plots.rundata import ANALYSIS_NAMES, Run, load_run  # noqa: E402
@@ -381,6 +382,14 @@ def train_scale(scale: str) -> list[Path]:
     return runs
 
 
+def _has_results(run: Path) -> bool:
+    """Whether a run directory holds any logged metric row or analysis result to draw."""
+    metrics = run / "metrics.csv"
+    if metrics.is_file() and len(metrics.read_text().splitlines()) > 1:
+        return True
+    return any(p for p in run.glob("analysis/*/*.json") if not p.name.endswith(".error.json"))
+
+
 def main(argv: Sequence[str] | None = None) -> Report | None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -415,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
             return None
     if not runs:
         parser.error("give run directories or --scale smoke|paper")
+    empty = [str(run) for run in runs if not _has_results(run)]
+    if len(empty) == len(runs):
+        raise InputError(
+            f"no results in {', '.join(empty)}: no metrics.csv rows and no analysis result files; "
+            "train the runs first (python -m alternet_pl.fit ...) or pass run directories that have results"
+        )
     report = build_report(runs, args.out, args.official_csv)
     print("Report written:\n" + "\n".join(f"  {p}" for p in report.written if p.suffix != ".pdf"))
     if args.wandb:
@@ -426,4 +441,4 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command(main, sys.argv[1:])

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from alternet_pl.errors import InputError
+
 RUN_DIR_ENV = "ALTERNET_RUN_DIR"
 
 
@@ -23,22 +25,42 @@ def next_version(parent: Path) -> str:
     return f"version_{max(taken, default=-1) + 1}"
 
 
-def make_run_dir(runs_root: str | os.PathLike, experiment: str, version: str | None = None) -> Path:
+def _make_parent(parent: Path) -> None:
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"cannot create the run folder {parent} ({err.strerror}); pass --runs_dir=<a writable folder>"
+        ) from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"the run folder {parent} is not writable; pass --runs_dir=<a writable folder>")
+
+
+def job_version() -> str | None:
+    """`job_<id>` under SLURM / torchrun (the same on every rank and after a requeue), else None."""
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"job_{job}" if job and job != "none" else None
+
+
+def make_run_dir(
+    runs_root: str | os.PathLike, experiment: str, version: str | None = None, reuse: bool = False
+) -> Path:
     """Create (rank 0) or look up (other ranks) this run's directory.
 
     Lightning's DDP launcher starts the other ranks from this process, so they inherit
     ALTERNET_RUN_DIR; SLURM / torchrun ranks start alone and name the version after the job id.
-    An existing directory is never reused: a new version is made instead.
+    An existing directory is never reused (a new version is made instead) unless `reuse` (a resumed
+    run goes on in its own directory). Raises `InputError` when the folder cannot be written.
     """
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
     parent = Path(runs_root) / experiment
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
-    if version is None and job and job != "none":
-        version = f"job_{job}"
+    version = version or job_version()
     rank = global_rank_from_env()
-    if rank == 0:
-        parent.mkdir(parents=True, exist_ok=True)
+    if rank == 0 and reuse and version is not None and (parent / version).is_dir():
+        run_dir = parent / version
+    elif rank == 0:
+        _make_parent(parent)
         if version is None or (parent / version).exists():
             base = version
             version = next_version(parent) if base is None else f"{base}_{next_version(parent)}"

@@ -159,3 +159,111 @@ def test_run_command_prints_one_line_and_hides_the_traceback(capsys, monkeypatch
     with pytest.raises(InputError):
         run_command(bad, [])
     assert run_command(lambda argv: 7) == 7  # no error: the value passes through
+
+
+# ---- whole commands: `python -m alternet_pl.fit ...` ends with one line, exit status 2 ------------
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--data.init_args.num_train=32",
+    "--data.init_args.num_val=16",
+    "--data.init_args.batch_size=16",
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def _analysis(cls: str, init_args: str) -> str:
+    return f"analyses:\n  - class_path: alternet_pl.callbacks.{cls}\n    init_args: {init_args}\n"
+
+
+def _fit_fails(tmp_path, capsys, *flags: str, analyses: str | None = None) -> str:
+    from alternet_pl import fit
+    from alternet_pl.errors import run_command
+
+    args = ["--config", str(ROOT / "experiments/quickstart.yaml"), f"--runs_dir={tmp_path / 'runs'}", *TINY]
+    if analyses is not None:
+        (tmp_path / "analyses.yaml").write_text(analyses)
+        args += ["--config", str(tmp_path / "analyses.yaml")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(fit.main, args + list(flags))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))  # stopped before any training
+    return err[-1]
+
+
+@pytest.mark.parametrize(
+    "flags, analyses, expected",
+    [
+        (["--model.model=alternet_cifar_nope"], None, "unknown model 'alternet_cifar_nope'"),
+        (["--model.model_kwargs={layout: [C, CX, CM, CM]}"], None, "letter"),
+        (["--model.num_classes=7"], None, "set --model.num_classes=10"),
+        (["--data.init_args.batch_size=64", "--data.init_args.drop_last=true"], None, "drop_last=false"),
+        (["--config", str(ROOT / "configs/trainer/ddp.yaml")], None, "--trainer.accelerator=cpu"),
+        (
+            [],
+            _analysis("FourierCallback", "{layers: [nope]}"),
+            "layer(s) ['nope']",
+        ),
+        (
+            [],
+            _analysis("FreqNoiseCallback", "{freqs: [1.5]}"),
+            "outside (0, 1]",
+        ),
+        (
+            [],
+            _analysis("LandscapeCallback", "{span: -1.0}"),
+            "span",
+        ),
+    ],
+    ids=[
+        "unknown-model",
+        "bad-layout",
+        "num-classes",
+        "batch-gt-data",
+        "gpu-config",
+        "layer",
+        "freq",
+        "grid",
+    ],
+)
+def test_fit_input_errors_end_with_one_line(tmp_path, capsys, flags, analyses, expected):
+    if "ddp.yaml" in " ".join(flags):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    line = _fit_fails(tmp_path, capsys, *flags, analyses=analyses)
+    assert expected in line, line
+
+
+def test_unwritable_run_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    line = _fit_fails(tmp_path, capsys, f"--runs_dir={blocker / 'runs'}")
+    assert "--runs_dir=<a writable folder>" in line and str(blocker) in line
+
+
+def test_wrong_type_in_config_is_rejected_before_anything_runs(tmp_path, capsys):
+    from alternet_pl import fit
+
+    with pytest.raises(SystemExit) as exit_info:
+        fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"), "--trainer.max_epochs=three"])
+    assert exit_info.value.code == 2 and "max_epochs" in capsys.readouterr().err
+
+
+def test_report_for_runs_without_results(tmp_path, capsys):
+    from alternet_pl import report
+    from alternet_pl.errors import run_command
+
+    run = tmp_path / "runs" / "x" / "version_0"
+    (run / "analysis" / "hessian").mkdir(parents=True)
+    (run / "metrics.csv").write_text("epoch,step,val/acc1\n")  # a header, no rows
+    (run / "analysis" / "hessian" / "epoch=001.error.json").write_text("{}")  # only a failure
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(report.main, [str(run), "--out", str(tmp_path / "fig")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith(f"error: no results in {run}") and "\n" not in err

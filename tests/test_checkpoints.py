@@ -197,3 +197,14 @@ def test_nonfinite_loss_stops_with_one_message_and_keeps_the_last_good_checkpoin
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
     # the weights in memory were not touched by the bad step either
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_epoch_label_of_a_checkpoint_matches_fit(real_checkpoint):
+    """`fit` labels analyses after the first epoch `epoch=001`; `analyze` on the checkpoint written at
+    that point must say the same (Lightning stores the 0-based index of the running epoch)."""
+    from alternet_pl.checkpoints import completed_epochs
+
+    checkpoint = load_checkpoint(real_checkpoint)
+    assert checkpoint["epoch"] == 0 and completed_epochs(checkpoint) == 1
+    mid = {**checkpoint, "loops": {"fit_loop": {"epoch_loop.batch_progress": {"is_last_batch": False}}}}
+    assert completed_epochs(mid) == 0  # a mid-epoch checkpoint: the epoch is not complete

@@ -24,12 +24,20 @@ from torch import nn
 from alternet_pl.analysis.dist import rank_and_world
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.analysis.records import AnalysisRecord
-from alternet_pl.analysis.results import write_figure
+from alternet_pl.analysis.results import read_json, write_figure, write_json
 from alternet_pl.analysis.state import restore_state, to_device
 from alternet_pl.callbacks.options import AnalysisData, Schedule
 from alternet_pl.wandb_tables import log_analysis_record
 
-__all__ = ["ANALYSES", "AnalysisCallback", "AnalysisContext", "AnalysisFailure"]
+__all__ = [
+    "ANALYSES",
+    "AnalysisCallback",
+    "AnalysisContext",
+    "AnalysisFailure",
+    "NonFiniteResult",
+    "error_records",
+    "write_error_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,54 @@ ANALYSES: dict[str, type[AnalysisCallback]] = {}
 
 #: what a run is keyed by in the callback's state: "fit_start" (epoch 0) or "epoch" (epochs completed)
 RunPoint = Literal["fit_start", "epoch"]
+
+
+class NonFiniteResult(ValueError):
+    """An analysis met NaN / Inf (in the weights or in its own numbers): no numbers are written."""
+
+
+def write_error_record(out_dir: Path, stem: str, analysis: str, epoch: int, err: BaseException) -> Path:
+    """`<out_dir>/<stem>.error.json`: what failed, where, the message and the traceback.
+
+    Written instead of (beside) the analysis's result files, so the run directory, the final summary,
+    `analyze` and the report show the failure. Returns the path.
+    """
+    return write_json(
+        out_dir / f"{stem}.error.json",
+        {
+            "analysis": analysis,
+            "epoch": epoch,
+            "kind": "nonfinite" if isinstance(err, NonFiniteResult) else "error",
+            "error": "".join(traceback.format_exception_only(type(err), err)).strip(),
+            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+        },
+    )
+
+
+def error_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every analysis error record of a run (`analysis/<name>/*.error.json`), with its `path`."""
+    found = []
+    for path in sorted(Path(run_dir).glob("analysis/*/*.error.json")):
+        try:
+            found.append({**read_json(path), "path": str(path)})
+        except (OSError, ValueError):
+            found.append(
+                {"analysis": path.parent.name, "error": "unreadable error record", "path": str(path)}
+            )
+    return found
+
+
+def _check_finite(model: nn.Module, record: AnalysisRecord) -> None:
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteResult(
+            f"the weights hold NaN/Inf ({len(bad)} tensors, e.g. {bad[0]}); no numbers written"
+        )
+    if hasattr(record, "nonfinite_cells"):  # the landscape counts its non-finite cells itself
+        return
+    numbers = {k: v for k, v in record.scalars().items() if not math.isfinite(float(v))}
+    if numbers:
+        raise NonFiniteResult(f"the analysis produced NaN/Inf {numbers}; no numbers written")
 
 
 @dataclass
@@ -182,6 +238,7 @@ class AnalysisCallback(pl.Callback):
             batches = [to_device(b, device) for b in batches]
             with torch.autocast(device_type=device.type, enabled=False):
                 record = self.compute(model, self.loss_fn(module), batches, context)
+            _check_finite(model, record)
         record = record.replace(
             epoch=epoch,
             seconds=round(time.perf_counter() - start, 3),
@@ -250,6 +307,9 @@ class AnalysisCallback(pl.Callback):
                 step=trainer.global_step,
             )
         except Exception as err:  # an analysis must not cost the training run (restore_state already ran)
+            if trainer.is_global_zero:
+                out_dir = Path(trainer.default_root_dir) / "analysis" / self.name
+                write_error_record(out_dir, f"epoch={epoch:03d}", self.name, epoch, err)
             if self.strict or trainer.world_size > 1:
                 raise  # under DDP the other ranks may wait in a collective: a clean crash beats a hang
             log.exception(

@@ -232,16 +232,21 @@ class TrajectoryCallback(AnalysisCallback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """The base's state plus the disk snapshots (their paths go into the checkpoint, so they
-        survive a resumed fit); memory snapshots do not."""
+        """The base's state plus the snapshots, so they survive a resumed fit: disk snapshots by path,
+        memory ones as tensors (a checkpoint stays `weights_only`-loadable)."""
         disk = {e: str(p) for e, p in self.snapshots.items() if isinstance(p, Path)}
-        return {**super().state_dict(), "disk": disk}
+        memory = {
+            e: torch.from_numpy(np.asarray(p)) for e, p in self.snapshots.items() if not isinstance(p, Path)
+        }
+        return {**super().state_dict(), "disk": disk, "memory": memory}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         for epoch, path in state_dict.get("disk", {}).items():
             if Path(path).exists():
                 self.snapshots.setdefault(int(epoch), Path(path))
+        for epoch, flat in state_dict.get("memory", {}).items():
+            self.snapshots.setdefault(int(epoch), flat.numpy())
 
     def _pca(
         self, model: nn.Module, final: np.ndarray

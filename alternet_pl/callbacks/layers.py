@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from alternet_pl.analysis.features import (
 )
 from alternet_pl.callbacks.base import AnalysisCallback
 from alternet_pl.callbacks.options import AnalysisData, check_choice
+from alternet_pl.errors import InputError
 
 __all__ = ["LayerAnalysisCallback", "depth_summary"]
 
@@ -83,6 +85,15 @@ class LayerAnalysisCallback(AnalysisCallback):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "layers": self.layers, "kinds": list(self.kinds)}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the asked-for layers against the model before any training (raises `InputError`)."""
+        if self.layers:
+            model = getattr(pl_module, "model", pl_module)
+            try:
+                select_taps(model, self.layers)
+            except (ValueError, TypeError) as err:
+                raise InputError(f"{type(self).__name__}: {err}; fix its `layers` option") from None
 
     @property
     def selected_kinds(self) -> tuple[str, ...] | None:

@@ -102,6 +102,9 @@ class ImageDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle if sampler is None else None,
             sampler=sampler,
+            # evaluation loaders draw their worker seeds from their own generator, not the global one:
+            # a resumed run's extra sanity-check pass then leaves the training RNG stream unchanged
+            generator=None if shuffle else torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
             drop_last=drop_last,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
