@@ -26,7 +26,7 @@ from alternet_pl import resume
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
 from alternet_pl.callbacks.base import error_records
-from alternet_pl.checkpoints import SafeCheckpointIO
+from alternet_pl.checkpoints import SafeCheckpointIO, load_checkpoint
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, run_command
 from alternet_pl.guards import NonFiniteLossGuard
@@ -148,8 +148,7 @@ class AlternetCLI(LightningCLI):
         if ckpt_path == "last":
             self.resume_from = resume.newest_checkpoint(self.run_dir)
         if self.resume_from is not None:
-            step = resume.checkpoint_step(self.resume_from)
-            self.keep_rows = resume.rows_before(self.run_dir / "metrics.csv", step)
+            self.keep_rows = resume.kept_rows(load_checkpoint(self.resume_from), self.run_dir / "metrics.csv")
         if global_rank_from_env() == 0 and not (
             self.resume_from and (self.run_dir / "config.yaml").is_file()
         ):
@@ -180,7 +179,7 @@ class AlternetCLI(LightningCLI):
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             every = self.config_init.get("checkpoint_every_n_steps")
             callbacks += [default_checkpoint(self.run_dir), last_checkpoint(self.run_dir, every)]
-        callbacks += [NonFiniteLossGuard(), resume.RNGStates()]
+        callbacks += [NonFiniteLossGuard(), resume.RNGStates(), resume.MetricsRowCount()]
         callbacks += list(self.config_init.get("analyses") or [])
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(p, SafeCheckpointIO) for p in plugins):

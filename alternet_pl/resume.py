@@ -24,10 +24,17 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from alternet_pl.checkpoints import load_checkpoint
 from alternet_pl.errors import MissingInputError
 
-__all__ = ["RNGStates", "ResumingCSVLogger", "newest_checkpoint", "newest_version", "rows_before"]
+__all__ = [
+    "MetricsRowCount",
+    "RNGStates",
+    "ResumingCSVLogger",
+    "kept_rows",
+    "newest_checkpoint",
+    "newest_version",
+    "rows_before",
+]
 
 
 def newest_version(parent: Path) -> str | None:
@@ -104,6 +111,48 @@ class ResumingCSVLogger(CSVLogger):
         self.save()
 
 
+class MetricsRowCount(pl.Callback):
+    """Keep in each checkpoint how many metrics.csv rows were logged before it (written or pending).
+
+    On resume, `fit` keeps exactly these rows: the rows a killed run wrote after its last checkpoint
+    are dropped, and none logged before it is lost or repeated.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._trainer is None or not self._trainer.is_global_zero:
+            return {}
+        for logger in self._trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                writer = logger.experiment
+                written = 0
+                if Path(writer.metrics_file_path).is_file():
+                    with open(writer.metrics_file_path, newline="") as fh:
+                        written = sum(1 for _ in csv.DictReader(fh))
+                return {"rows": written + len(writer.metrics)}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass  # read by `kept_rows` before the logger starts
+
+
+def kept_rows(checkpoint: dict[str, Any], metrics_csv: Path) -> list[dict[str, str]]:
+    """The metrics.csv rows logged before `checkpoint` was written (see `MetricsRowCount`); falls back
+    to the rows before its global step for checkpoints without the count."""
+    count = (checkpoint.get("callbacks") or {}).get("MetricsRowCount", {}).get("rows")
+    if count is None:
+        return rows_before(metrics_csv, int(checkpoint.get("global_step", 0)))
+    if not metrics_csv.is_file():
+        return []
+    with open(metrics_csv, newline="") as fh:
+        return list(csv.DictReader(fh))[: int(count)]
+
+
 class RNGStates(pl.Callback):
     """Keep the global torch / numpy / python random states in checkpoints and restore them on resume.
 
@@ -135,8 +184,3 @@ class RNGStates(pl.Callback):
         random.setstate((version, tuple(internal), gauss))
         name, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    """The global step a checkpoint was written at."""
-    return int(load_checkpoint(ckpt).get("global_step", 0))

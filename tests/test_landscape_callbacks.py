@@ -164,7 +164,12 @@ def test_trajectory_callback(tmp_path, store):
     assert (tmp_path / "analysis" / "trajectory" / "epoch=004_polar.png").exists()
     resumed = TrajectoryCallback(store=store)
     resumed.load_state_dict(cb.state_dict())
-    assert sorted(resumed.snapshots) == ([0, 1, 2, 3] if store == "disk" else [])
+    assert sorted(resumed.snapshots) == [0, 1, 2, 3]  # both stores survive a resumed fit
+    for epoch, snap in cb.snapshots.items():
+        kept = resumed.snapshots[epoch]
+        np.testing.assert_array_equal(
+            np.load(kept) if store == "disk" else kept, np.load(snap) if store == "disk" else snap
+        )
     with pytest.raises(ValueError, match="at least 2"):
         TrajectoryCallback().run(module, data, tmp_path, epoch=0)
 

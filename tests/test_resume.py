@@ -64,13 +64,14 @@ def _rows(run: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _fit(whole)
-    killed = _fit(
-        broken, "--trainer.callbacks+=tests.faults.KillAtStep", "--trainer.callbacks.step=10", expect=-9
-    )
+    analyses = tmp_path / "analyses.yaml"
+    analyses.write_text(ANALYSES)
+    _fit(whole, "--config", str(analyses))
+    kill = ("--trainer.callbacks+=tests.faults.KillAtStep", "--trainer.callbacks.step=10")
+    killed = _fit(broken, "--config", str(analyses), *kill, expect=-9)
     run = broken / "quickstart" / "version_0"
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8, killed.stderr[-2000:]
-    resumed = _fit(broken, "--ckpt_path=last")
+    resumed = _fit(broken, "--config", str(analyses), "--ckpt_path=last")
     assert sorted(p.name for p in (broken / "quickstart").iterdir()) == ["version_0"]  # same directory
     assert "resume with:" in resumed.stdout
     a = load_checkpoint(whole / "quickstart" / "version_0" / "checkpoints" / "last.ckpt")
@@ -80,7 +81,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
         assert torch.equal(value, b["state_dict"][key]), key
     assert _rows(whole / "quickstart" / "version_0") == _rows(run)
     # the analyses: each epoch's run logged once (none repeated, none skipped), the same numbers
-    fourier = [r["epoch"] for r in _rows(run) if any(v for k, v in r.items() if k.startswith("fourier/"))]
+    fourier = [r["step"] for r in _rows(run) if any(v for k, v in r.items() if k.startswith("fourier/"))]
     assert len(fourier) == 3 and len(set(fourier)) == 3
     for name, stem in [("fourier", "epoch=001"), ("fourier", "epoch=003"), ("trajectory", "epoch=003")]:
         x = json.loads((whole / "quickstart" / "version_0" / "analysis" / name / f"{stem}.json").read_text())
