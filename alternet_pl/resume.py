@@ -142,15 +142,23 @@ class MetricsRowCount(pl.Callback):
 
 
 def kept_rows(checkpoint: dict[str, Any], metrics_csv: Path) -> list[dict[str, str]]:
-    """The metrics.csv rows logged before `checkpoint` was written (see `MetricsRowCount`); falls back
-    to the rows before its global step for checkpoints without the count."""
+    """The metrics.csv rows to keep when resuming from `checkpoint`.
+
+    The rows logged before it was written (`MetricsRowCount`), plus the rows logged after it at an
+    earlier step: Lightning logs an epoch's training averages right after its end-of-epoch
+    checkpoint, and does not log them again on resume. Checkpoints without the count: the rows
+    before its global step.
+    """
+    step = int(checkpoint.get("global_step", 0))
     count = (checkpoint.get("callbacks") or {}).get("MetricsRowCount", {}).get("rows")
     if count is None:
-        return rows_before(metrics_csv, int(checkpoint.get("global_step", 0)))
+        return rows_before(metrics_csv, step)
     if not metrics_csv.is_file():
         return []
     with open(metrics_csv, newline="") as fh:
-        return list(csv.DictReader(fh))[: int(count)]
+        rows = list(csv.DictReader(fh))
+    late = [r for r in rows[int(count) :] if r.get("step") not in (None, "") and int(r["step"]) < step]
+    return rows[: int(count)] + late
 
 
 class RNGStates(pl.Callback):
