@@ -11,6 +11,7 @@ the merged result. Each run writes `runs/<experiment>/<version>/`: `config.yaml`
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -71,6 +72,13 @@ def last_checkpoint(run_dir: Path, every_n_steps: int | None = None) -> ModelChe
         # at the very end of the epoch, after the analyses' epoch-end runs: their state is in it
         save_on_train_epoch_end=True,
     )
+
+
+def _config_error(err: BaseException) -> str:
+    """The constructor's own message, without jsonargparse's union-type wrapping, on one line."""
+    text = " ".join(str(err).split())
+    found = re.search(r"Errors: - (.*?)(?: - Expected a |$)", text)
+    return found.group(1) if found else text
 
 
 def _wants_gpu(trainer_config: dict[str, Any]) -> bool:
@@ -163,8 +171,7 @@ class AlternetCLI(LightningCLI):
         except (InputError, SystemExit):
             raise
         except (ValueError, TypeError) as err:
-            message = " ".join(str(err).split())
-            raise InputError(f"invalid configuration: {message}") from err
+            raise InputError(f"invalid configuration: {_config_error(err)}") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self.config_init.get("trainer") or {}
