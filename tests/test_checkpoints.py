@@ -208,3 +208,31 @@ def test_epoch_label_of_a_checkpoint_matches_fit(real_checkpoint):
     assert checkpoint["epoch"] == 0 and completed_epochs(checkpoint) == 1
     mid = {**checkpoint, "loops": {"fit_loop": {"epoch_loop.batch_progress": {"is_last_batch": False}}}}
     assert completed_epochs(mid) == 0  # a mid-epoch checkpoint: the epoch is not complete
+
+
+def test_analysis_on_nonfinite_weights_writes_an_error_record_not_numbers(tmp_path):
+    from alternet_pl.callbacks import VarianceCallback
+    from alternet_pl.callbacks.base import NonFiniteResult, error_records
+    from alternet_pl.callbacks.options import AnalysisData
+
+    module = _module()
+    with torch.no_grad():
+        next(module.model.parameters()).view(-1)[0] = float("nan")
+    callback = VarianceCallback(data=AnalysisData(num_batches=1, batch_size=8))
+    with pytest.raises(NonFiniteResult, match="NaN/Inf"):
+        callback.run(module, _data(), tmp_path, epoch=1)
+    assert (
+        not list((tmp_path / "analysis").rglob("epoch=001.json"))
+        if (tmp_path / "analysis").exists()
+        else True
+    )
+    trainer = _trainer(tmp_path, enable_checkpointing=False)  # through the Lightning hook: a record
+    trainer.strategy.connect(module)
+    callback._maybe_run(trainer, module, "epoch", 1)
+    (record,) = error_records(tmp_path)
+    assert (
+        record["kind"] == "nonfinite"
+        and record["analysis"] == "variance"
+        and "Traceback" in record["traceback"]
+    )
+    assert record["path"].endswith("analysis/variance/epoch=001.error.json")

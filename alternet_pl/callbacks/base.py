@@ -83,17 +83,15 @@ def error_records(run_dir: str | Path) -> list[dict[str, Any]]:
     return found
 
 
-def _check_finite(model: nn.Module, record: AnalysisRecord) -> None:
+def _check_finite(model: nn.Module) -> None:
+    """Refuse to write numbers computed from NaN/Inf weights (a diverged model); NaN inside a result
+    can be a deliberate "not applicable" (e.g. a change across a resolution change), so only the
+    weights are checked."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise NonFiniteResult(
             f"the weights hold NaN/Inf ({len(bad)} tensors, e.g. {bad[0]}); no numbers written"
         )
-    if hasattr(record, "nonfinite_cells"):  # the landscape counts its non-finite cells itself
-        return
-    numbers = {k: v for k, v in record.scalars().items() if not math.isfinite(float(v))}
-    if numbers:
-        raise NonFiniteResult(f"the analysis produced NaN/Inf {numbers}; no numbers written")
 
 
 @dataclass
@@ -232,13 +230,13 @@ class AnalysisCallback(pl.Callback):
         )
         model = module.model if hasattr(module, "model") else module
         start = time.perf_counter()
+        _check_finite(model)
         with restore_state(module, optimizers=list(optimizers)):
             batches = self.analysis_batches(datamodule, module)
             device = next(model.parameters()).device
             batches = [to_device(b, device) for b in batches]
             with torch.autocast(device_type=device.type, enabled=False):
                 record = self.compute(model, self.loss_fn(module), batches, context)
-            _check_finite(model, record)
         record = record.replace(
             epoch=epoch,
             seconds=round(time.perf_counter() - start, 3),
