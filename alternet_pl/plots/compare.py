@@ -89,7 +89,7 @@ CMAP = "viridis"
 def _grid_row(n: int, height: float):
     """A figure with n equal panels, a colour bar, a gap and one wider panel on the right."""
     fig = plt.figure(figsize=(3.0 * n + 4.6, height))
-    gs = fig.add_gridspec(1, n + 3, width_ratios=[1] * n + [0.06, 0.32, 1.25], wspace=0.3)
+    gs = fig.add_gridspec(1, n + 3, width_ratios=[1] * n + [0.06, 0.55, 1.25], wspace=0.3)
     return fig, gs
 
 
@@ -108,12 +108,14 @@ def _levels(norm: mcolors.Normalize, n: int = 16) -> np.ndarray:
 # ---- Fig. 1c: Hessian max-eigenvalue spectra -------------------------------------------------------
 def hessian_spectrum_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
     """Histogram of the per-mini-batch extreme Hessian eigenvalues of each run on shared bins."""
-    found = []
+    found, batches = [], []
     for run in runs:
         rec = run.record("hessian")
         if rec is not None and rec.spectrum is not None and np.isfinite(rec.spectrum).any():
-            values = np.asarray(rec.spectrum, float).ravel()
+            spectrum = np.asarray(rec.spectrum, float).reshape(len(rec.spectrum), -1)
+            values = spectrum.ravel()
             found.append((run, values[np.isfinite(values)]))
+            batches.append((int((spectrum < 0).any(axis=1).sum()), spectrum.shape[0]))
     if not found:
         return None
     allv = np.concatenate([v for _, v in found])
@@ -138,19 +140,18 @@ def hessian_spectrum_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
     for a in (ax, ax_rug):
         a.axvline(0.0, color="k", lw=0.8)
         a.axvspan(bins[0], 0.0, color="0.92", zorder=0)
-    ax.set_yscale("log")
-    ax.set_ylabel("density (log)")
+    ax.set_ylabel("density")
     ax.set_title("Hessian max-eigenvalue spectra (per mini-batch)")
     ax.legend(frameon=False, fontsize=7)
     ax_rug.set_yticks(range(len(found)), [r.model_label for r, _ in found], fontsize=7)
     ax_rug.set_ylim(-0.7, len(found) - 0.3)
     ax_rug.set_xlabel("Hessian eigenvalue (shaded: negative)")
-    _thin_ticks(ax_rug, 6)
+    ax_rug.xaxis.set_major_locator(MaxNLocator(nbins=6))
     most_neg = min(found, key=lambda rv: rv[1].min())
     largest = max(found, key=lambda rv: rv[1].max())
     parts = [
-        f"{r.model_label}: {v.min():.3g} to {v.max():.3g}, {100 * np.mean(v < 0):.0f}% negative"
-        for r, v in found
+        f"{r.model_label}: {v.min():.3g} to {v.max():.3g}, negative eigenvalues in {neg} of {n} batches"
+        for (r, v), (neg, n) in zip(found, batches)
     ]
     observed = f"{'; '.join(parts)}."
     if len(found) > 1:
