@@ -2,6 +2,8 @@
 
     python -m benchmarks.run [--quick] [--only hessian landscape ...]     (`make bench [QUICK=1]`)
 
+`--quick` leaves out the quickstart suite (minutes of CPU by itself) unless named in `--only`.
+
 Suites: hessian (HVP counts vs PyHessian and hessian-eigenthings against a dense reference; product
 cost and memory vs a gradient), landscape (grid vs its forward floor and vs loss-landscapes), training
 (Lightning vs a plain loop; data throughput), ddp (2 CPU ranks vs 1), quickstart (wall time). The
@@ -86,10 +88,18 @@ def quickstart_rows() -> list[Row]:
 def main(argv: list[str] | None = None) -> Path | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer seeds and repetitions; < 10 min on 2 cores")
-    ap.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=SUITES,
+        default=None,
+        help="suites to run (default: all; with --quick all but the quickstart, itself minutes of CPU)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     args = ap.parse_args(argv)
+    if args.only is None:
+        args.only = [x for x in SUITES if not (args.quick and x == "quickstart")]
     torch.set_num_threads(1)
     os.environ.setdefault("WANDB_MODE", "disabled")
     s = {k: v[1] if args.quick else v[0] for k, v in SETTINGS.items()}
