@@ -198,6 +198,11 @@ def missing_analyses(runs: Sequence[Run]) -> dict[str, list[str]]:
             state = "failed" if not run.has(name) else "failed at some points"
             lines.append(f"{name}: {state} ({stems}): {first} [{errs[-1].path}]")
         configured = run.configured_analyses
+        if not configured and not failed and not any(run.has(name) for name in ANALYSIS_NAMES):
+            others = ", ".join(n for n in ANALYSIS_NAMES if n in present)
+            lines.append(f"no analyses configured (training only); other runs have: {others}")
+            out[run.label] = lines
+            continue
         for name in ANALYSIS_NAMES:
             if run.has(name) or name in failed:
                 continue

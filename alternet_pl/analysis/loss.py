@@ -15,9 +15,7 @@ from torch import nn
 __all__ = ["cross_entropy_loss"]
 
 
-def cross_entropy_loss(
-    model: nn.Module, batch: Any
-) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+def cross_entropy_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
     """`loss_fn(model, batch) -> (loss_mean, num_samples, num_correct, per_sample_losses)` for
     `(images, labels)` batches.
 

@@ -520,8 +520,16 @@ def training_curves_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
     if not found:
         return None
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.6, 3.4))
+    seen: dict[str, int] = {}
     for run in found:
-        style = dict(color=run.color, marker="o", ms=3, label=f"{run.model_label} ({run.label})")
+        repeat = seen[run.color] = seen.get(run.color, -1) + 1  # runs of one family: other line styles
+        style = dict(
+            color=run.color,
+            marker="o",
+            ms=3,
+            ls=("-", "--", ":", "-.")[repeat % 4],
+            label=f"{run.model_label} ({run.label})",
+        )
         if key := _train_loss_key(run):
             ax.plot(*run.curve(key), **style)
         x, y = run.curve("val/acc1")
@@ -535,7 +543,8 @@ def training_curves_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
     fig.tight_layout()
     observed = (
         "; ".join(
-            f"{r.model_label}: best val acc {_fmt(_percent(r.best_metric('val/acc1')))}%" for r in found
+            f"{r.model_label} ({r.label}): best val acc {_fmt(_percent(r.best_metric('val/acc1')))}%"
+            for r in found
         )
         + "."
     )
