@@ -86,10 +86,10 @@ def shared_norm(grids: Sequence[np.ndarray]) -> mcolors.Normalize:
 CMAP = "viridis"
 
 
-def _grid_row(n: int, height: float):
+def _grid_row(n: int, height: float, wspace: float = 0.3):
     """A figure with n equal panels, a colour bar, a gap and one wider panel on the right."""
-    fig = plt.figure(figsize=(3.0 * n + 4.6, height))
-    gs = fig.add_gridspec(1, n + 3, width_ratios=[1] * n + [0.06, 0.55, 1.25], wspace=0.3)
+    fig = plt.figure(figsize=((3.0 + wspace) * n + 4.6, height))
+    gs = fig.add_gridspec(1, n + 3, width_ratios=[1] * n + [0.06, 0.55, 1.25], wspace=wspace)
     return fig, gs
 
 
@@ -248,7 +248,7 @@ def trajectory_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
         return None
     norm = shared_norm([a.loss for _, a in found])
     n = len(found)
-    fig, gs = _grid_row(n, 3.4)
+    fig, gs = _grid_row(n, 3.4, wspace=0.65)  # each panel has its own PC axes: room for their labels
     for k, (run, a) in enumerate(found):
         ax = fig.add_subplot(gs[0, k])
         z = np.ma.masked_invalid(np.asarray(a.loss, float)).T
