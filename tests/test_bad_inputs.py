@@ -267,3 +267,36 @@ def test_report_for_runs_without_results(tmp_path, capsys):
         run_command(report.main, [str(run), "--out", str(tmp_path / "fig")])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith(f"error: no results in {run}") and "\n" not in err
+
+
+def test_analyze_records_a_failed_analysis_runs_the_rest_and_ends_with_one_line(tmp_path, capsys):
+    import torch
+
+    from alternet_pl import analyze
+    from alternet_pl.callbacks.base import error_records
+    from alternet_pl.errors import run_command
+    from alternet_pl.module import ImageClassifier
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(
+        "model: {model: alternet_cifar_micro, num_classes: 10}\n"
+        "data:\n  class_path: alternet_pl.data.SyntheticDataModule\n"
+        "  init_args: {num_train: 16, num_val: 16, batch_size: 8}\n"
+    )
+    module = ImageClassifier(model="alternet_cifar_micro", num_classes=10)
+    torch.save({"state_dict": module.state_dict(), "epoch": 0}, run / "checkpoints" / "last.ckpt")
+    args = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    args += ["--analysis", "fourier", "variance", "--fourier.layers=[nope]", "--fourier.data.num_batches=1"]
+    args += ["--variance.data.num_batches=1", "--device=cpu"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(analyze.main, args)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 3 and "\n" not in err
+    assert err.startswith("failed: 1 of 2 analyses failed: fourier")
+    (record,) = error_records(run)
+    assert (
+        record["analysis"] == "fourier" and "nope" in record["error"] and "Traceback" in record["traceback"]
+    )
+    assert list((run / "analysis" / "variance").glob("last-epoch=000.json"))  # the other one ran
