@@ -23,6 +23,30 @@ def _seed():
     yield
 
 
+#: what Lightning's DDP launchers put into os.environ of the launching process
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Undo every test's changes to os.environ. An in-process Trainer with a DDP strategy leaves
+    MASTER_PORT / LOCAL_RANK / NODE_RANK behind; a later `fit --trainer.strategy=ddp` subprocess that
+    inherits LOCAL_RANK believes it is an already-launched rank, never starts rank 1, and waits for
+    it until the process-group timeout."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def launcher_free_env(**extra: str) -> dict[str, str]:
+    """os.environ without any DDP launcher variable (for tests that start `fit` in a subprocess)."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV and k != "ALTERNET_RUN_DIR"}
+    env.update(extra)
+    return env
+
+
 # ---- models ------------------------------------------------------------------------------------------
 def make_mlp() -> nn.Module:
     """Linear(4, 5) - Tanh - Linear(5, 3) in float64: 43 parameters, a dense Hessian in milliseconds."""

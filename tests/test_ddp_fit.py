@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import launcher_free_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,7 +32,7 @@ def test_ddp_fit_on_two_cpu_processes_shares_one_run_directory(tmp_path):
         "--trainer.max_epochs=2",
         "--trainer.enable_progress_bar=false",
     ]
-    env = {k: v for k, v in __import__("os").environ.items() if k != "ALTERNET_RUN_DIR"}
+    env = launcher_free_env()
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.name for p in (tmp_path / "quickstart").iterdir())

@@ -1,7 +1,6 @@
 """Validation under DDP counts each sample once, on a set that does not divide by the number of ranks."""
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from alternet_pl.checkpoints import load_checkpoint
 from alternet_pl.data import SyntheticDataModule
+from tests.conftest import launcher_free_env
 from tests.distributed import run_distributed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_ddp_validation_metrics_equal_a_single_process_validation(tmp_path):
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
     ]
-    env = {k: v for k, v in os.environ.items() if k != "ALTERNET_RUN_DIR"}
+    env = launcher_free_env()
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "quickstart" / "version_0"

@@ -3,7 +3,6 @@
 
 import glob
 import inspect
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import yaml
 
 import alternet_pl.data
 from alternet_pl.module import ImageClassifier
+from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(
@@ -47,7 +47,7 @@ def test_paper_experiment_trains_a_step(path, tmp_path):
         "--trainer.enable_model_summary=false",
         f"--runs_dir={tmp_path}",
     ]
-    env = {k: v for k, v in os.environ.items() if k != "ALTERNET_RUN_DIR"}
+    env = launcher_free_env()
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list(tmp_path.glob("*/version_0"))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from alternet_pl.checkpoints import load_checkpoint
+from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [
@@ -31,9 +32,7 @@ FLAGS = [
 
 
 def _fit(runs: Path, *extra: str, expect: int = 0) -> subprocess.CompletedProcess:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("ALTERNET_RUN_DIR",) and not k.startswith("SLURM")
-    }
+    env = {k: v for k, v in launcher_free_env().items() if not k.startswith("SLURM")}
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "alternet_pl.fit", *FLAGS, f"--runs_dir={runs}", *extra]
     done = subprocess.run(cmd, cwd=runs.parent, capture_output=True, text=True, timeout=900, env=env)
@@ -116,7 +115,7 @@ def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_pa
     runs = tmp_path / "runs"
 
     def fit(*extra: str, expect: int) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "ALTERNET_RUN_DIR" and not k.startswith("SLURM")}
+        env = {k: v for k, v in launcher_free_env().items() if not k.startswith("SLURM")}
         env.update(slurm, PYTHONPATH=str(ROOT))
         cmd = [
             sys.executable,
