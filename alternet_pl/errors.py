@@ -8,7 +8,9 @@ line and exits with status 2; `ALTERNET_DEBUG=1` shows the full traceback instea
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +50,24 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def config_error_line(err: argparse.ArgumentError) -> str:
+    """jsonargparse's multi-line parse error as one line: the key, the value given, what it expects."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return "invalid arguments; see --help for the options and their types"
+    key = re.match(r'Parser key "([^"]+)"', lines[0])
+    given = re.findall(r"(?:Given|Got) value: (.+)$", str(err), re.M)
+    expected = [m for line in lines for m in re.findall(r"Expected a <class '([\w.]+)'>", line)]
+    if key and given:
+        name, value = key.group(1), given[-1]
+        nested = re.search(r"NestedArg\(key='([^']+)', val='([^']*)'\)", value)
+        if nested:  # a subclass's init arg (e.g. --data.init_args.batch_size)
+            name, value = f"{name}.init_args.{nested.group(1)}", nested.group(2)
+        wants = " or ".join(dict.fromkeys(t for t in expected if t != "NoneType")) or "another type"
+        return f"{name}={value!r} is not valid: expected {wants}; see --help for its type"
+    return f"{lines[0]}; see --help for the options and their types"
+
+
 def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
     """Call `main(argv)`; an `InputError` or `CommandFailed` ends the process with its one line.
 
@@ -57,6 +77,11 @@ def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
     """
     try:
         return main(argv)
+    except argparse.ArgumentError as err:  # a config / flag the parser rejects (unknown key, wrong type)
+        if debug_enabled():
+            raise
+        print(f"error: {config_error_line(err)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except (InputError, CommandFailed) as err:
         if debug_enabled():
             raise

@@ -264,7 +264,7 @@ def main(args: list[str] | None = None) -> AlternetCLI:
             args=args,
             # progress bars only on a terminal (logs and CI stay readable)
             trainer_defaults={"log_every_n_steps": 10, "enable_progress_bar": sys.stderr.isatty()},
-            parser_kwargs={"default_env": False},
+            parser_kwargs={"default_env": False, "exit_on_error": False},  # one-line config errors
             seed_everything_default=0,
         )
         resume_from = str(cli.resume_from) if cli.resume_from else None

@@ -249,10 +249,30 @@ def test_unwritable_run_directory(tmp_path, capsys):
 
 def test_wrong_type_in_config_is_rejected_before_anything_runs(tmp_path, capsys):
     from alternet_pl import fit
+    from alternet_pl.errors import run_command
 
     with pytest.raises(SystemExit) as exit_info:
-        fit.main(["--config", str(ROOT / "experiments/quickstart.yaml"), "--trainer.max_epochs=three"])
-    assert exit_info.value.code == 2 and "max_epochs" in capsys.readouterr().err
+        run_command(
+            fit.main, ["--config", str(ROOT / "experiments/quickstart.yaml"), "--trainer.max_epochs=three"]
+        )
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err  # one line, no usage block
+    assert "trainer.max_epochs='three' is not valid: expected int" in err
+
+
+def test_unknown_flag_and_nested_wrong_type_are_one_line(tmp_path, capsys):
+    from alternet_pl import fit
+    from alternet_pl.errors import run_command
+
+    base = ["--config", str(ROOT / "experiments/quickstart.yaml")]
+    for flag, expected in (
+        ("--model.modle=x", "unrecognized arguments: --model.modle=x"),
+        ("--data.init_args.batch_size=1.5", "data.init_args.batch_size='1.5' is not valid: expected int"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run_command(fit.main, base + [flag])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and expected in err, err
 
 
 def test_report_for_runs_without_results(tmp_path, capsys):

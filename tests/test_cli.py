@@ -55,12 +55,15 @@ def test_configs_compose_left_to_right(capsys):
 def test_unknown_config_key_is_rejected(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  modle: alternet_cifar_micro\n")
+    from alternet_pl.errors import run_command
+
     with pytest.raises(SystemExit) as exit_info:
-        fit.main(
-            ["--config", str(ROOT / "experiments/quickstart.yaml"), "--config", str(bad), "--print_config"]
+        run_command(
+            fit.main,
+            ["--config", str(ROOT / "experiments/quickstart.yaml"), "--config", str(bad), "--print_config"],
         )
-    assert exit_info.value.code != 0
-    assert "modle" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "modle" in err, err  # one line
 
 
 def test_short_quickstart_writes_run_directory(tmp_path):
