@@ -84,22 +84,30 @@ _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _STAGE = r"layer([1-9])\.(\d+)\."
 
 
-def _stage(key: str) -> str:
-    m = re.match(_STAGE, key)
-    assert m is not None
-    return f"stages.{int(m.group(1)) - 1}.{m.group(2)}."
+def _staged_rename(
+    top: Callable[[str], str | None], block: Callable[[str], str | None]
+) -> Callable[[str], str | None]:
+    """The authors' ResNet-style keys: `top` renames stem and classifier keys; a key under
+    ``layer<s>.<b>.`` becomes ``stages.<s-1>.<b>.`` + `block`'s rename of the rest (None: no rule fits)."""
+
+    def rename(key: str) -> str | None:
+        fixed = top(key)
+        stage = re.match(_STAGE, key)
+        if fixed is not None or stage is None:
+            return fixed
+        inner = block(key[stage.end() :])
+        return None if inner is None else f"stages.{int(stage.group(1)) - 1}.{stage.group(2)}." + inner
+
+    return rename
 
 
-def _alternet_rename(key: str) -> str | None:
-    fixed = _rules(
+_alternet_rename = _staged_rename(
+    _rules(
         (r"layer0\.layer0\.0\.weight", "stem.conv.weight"),
         (rf"classifier\.0\.bn\.{_BN}", r"norm.\1"),
         (r"classifier\.0\.dense\.(weight|bias)", r"fc.\1"),
-    )(key)
-    if fixed is not None or re.match(_STAGE, key) is None:
-        return fixed
-    rest = key[re.match(_STAGE, key).end() :]  # type: ignore[union-attr]
-    inner = _rules(
+    ),
+    _rules(
         (r"shortcut\.0\.weight", "shortcut.weight"),
         (rf"(?:bn|norm1)\.{_BN}", r"norm.\1"),  # conv block / MSA block pre-activation BN
         (r"conv([1-3])\.weight", r"residual.conv\1.weight"),  # conv1 is a bare conv
@@ -111,26 +119,22 @@ def _alternet_rename(key: str) -> str | None:
         (r"attn\.attn\.to_q\.weight", "residual.attn.qkv.weight#0"),
         (r"attn\.attn\.to_kv\.weight", "residual.attn.qkv.weight#1"),
         (r"attn\.attn\.to_out\.0\.(weight|bias)", r"residual.attn.proj.\1"),
-    )(rest)
-    return None if inner is None else _stage(key) + inner
+    ),
+)
 
-
-def _resnet_rename(key: str) -> str | None:
-    fixed = _rules(
+_resnet_rename = _staged_rename(
+    _rules(
         (r"layer0\.0\.weight", "stem.conv.weight"),
         (rf"layer0\.1\.{_BN}", r"stem.norm.\1"),
         (r"classifier\.0\.dense\.(weight|bias)", r"fc.\1"),
-    )(key)
-    if fixed is not None or re.match(_STAGE, key) is None:
-        return fixed
-    rest = key[re.match(_STAGE, key).end() :]  # type: ignore[union-attr]
-    inner = _rules(
+    ),
+    _rules(
         (r"shortcut\.0\.weight", "shortcut.conv.weight"),
         (rf"shortcut\.1\.{_BN}", r"shortcut.norm.\1"),
         (r"conv([1-3])\.0\.weight", r"residual.conv\1.weight"),
         (rf"conv([1-3])\.1\.{_BN}", r"residual.norm\1.\2"),
-    )(rest)
-    return None if inner is None else _stage(key) + inner
+    ),
+)
 
 
 def _pit_rename(key: str) -> str | None:
