@@ -5,7 +5,7 @@ the merged result. Each run writes `runs/<experiment>/<version>/`: `config.yaml`
 `checkpoints/` (last + best by val/acc1), `metrics.csv` (CSVLogger, always on) and `analysis/`.
 
 `--ckpt_path last` (or a checkpoint path) resumes a run in its own directory (see
-`alternet_pl.resume`); an input error ends the command with one line (`ALTERNET_DEBUG=1`: traceback).
+`alternet_pl.training.resume`); an input error ends the command with one line (`ALTERNET_DEBUG=1`: traceback).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from alternet_pl import resume
+from alternet_pl.training import resume
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
 from alternet_pl.callbacks.base import error_records
-from alternet_pl.checkpoints import SafeCheckpointIO, load_checkpoint
+from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, run_command
-from alternet_pl.guards import NonFiniteLossGuard
-from alternet_pl.module import ImageClassifier
+from alternet_pl.training.guards import NonFiniteLossGuard
+from alternet_pl.training.module import ImageClassifier
 from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, job_version, make_run_dir
 
 

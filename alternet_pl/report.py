@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
     report = build_report(runs, args.out, args.official_csv)
     print("Report written:\n" + "\n".join(f"  {p}" for p in report.written if p.suffix != ".pdf"))
     if args.wandb:
-        from alternet_pl.wandb_tables import log_report
+        from alternet_pl.loggers.tables import log_report
 
         url = log_report(report, args.out, project=args.wandb_project)
         print(f"W&B comparison run: {url}")

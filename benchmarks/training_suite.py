@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.module import ImageClassifier, warmup_cosine
+from alternet_pl.training.module import ImageClassifier, warmup_cosine
 from benchmarks.table import Clock, Row, ratios
 
 SECTION = "Training"

@@ -185,7 +185,7 @@ def hessian_case(request) -> tuple[nn.Module, list, torch.Tensor]:
 def micro_module_and_data(model_name: str = "alternet_cifar_micro") -> tuple:
     """A registered micro model in an `ImageClassifier` and a small synthetic datamodule (seeded)."""
     from alternet_pl.data.synthetic import SyntheticDataModule
-    from alternet_pl.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier
 
     torch.manual_seed(0)
     module = ImageClassifier(model_name, num_classes=10)

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from alternet_pl import fit
-from alternet_pl.checkpoints import load_checkpoint
+from alternet_pl.training.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [

@@ -295,7 +295,7 @@ def test_analyze_records_a_failed_analysis_runs_the_rest_and_ends_with_one_line(
     from alternet_pl import analyze
     from alternet_pl.callbacks.base import error_records
     from alternet_pl.errors import run_command
-    from alternet_pl.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

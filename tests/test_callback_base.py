@@ -7,7 +7,7 @@ from alternet_pl.analysis.records import ScalarRecord
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisFailure
 from alternet_pl.callbacks.options import AnalysisData, Schedule
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier
 
 ONE_BATCH = AnalysisData(num_batches=1)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from alternet_pl.checkpoints import (
+from alternet_pl.training.checkpoints import (
     SafeCheckpointIO,
     atomic_torch_save,
     load_checkpoint,
@@ -19,7 +19,7 @@ from alternet_pl.checkpoints import (
 )
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.errors import InputError, MissingInputError
-from alternet_pl.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier
 
 
 class _WritesMarker:
@@ -182,7 +182,7 @@ class _GoesNaN(ImageClassifier):
 
 
 def test_nonfinite_loss_stops_with_one_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    from alternet_pl.guards import NonFiniteLossError, NonFiniteLossGuard
+    from alternet_pl.training.guards import NonFiniteLossError, NonFiniteLossGuard
 
     pl.seed_everything(0)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"), every_n_train_steps=2, save_last=True)
@@ -204,7 +204,7 @@ def test_nonfinite_loss_stops_with_one_message_and_keeps_the_last_good_checkpoin
 def test_epoch_label_of_a_checkpoint_matches_fit(real_checkpoint):
     """`fit` labels analyses after the first epoch `epoch=001`; `analyze` on the checkpoint written at
     that point must say the same (Lightning stores the 0-based index of the running epoch)."""
-    from alternet_pl.checkpoints import completed_epochs
+    from alternet_pl.training.checkpoints import completed_epochs
 
     checkpoint = load_checkpoint(real_checkpoint)
     assert checkpoint["epoch"] == 0 and completed_epochs(checkpoint) == 1

@@ -99,7 +99,7 @@ def test_run_dir_is_never_reused(tmp_path, monkeypatch):
 
 def test_analyze_rejects_a_corrupt_checkpoint(tmp_path):
     from alternet_pl.analyze import load_checkpoint
-    from alternet_pl.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier
 
     module = ImageClassifier(model="resnet_cifar_micro")
     broken = tmp_path / "broken.ckpt"

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from alternet_pl.checkpoints import load_checkpoint
+from alternet_pl.training.checkpoints import load_checkpoint
 from alternet_pl.data import SyntheticDataModule
 from tests.conftest import launcher_free_env
 from tests.distributed import run_distributed
@@ -56,7 +56,7 @@ def test_ddp_validation_metrics_equal_a_single_process_validation(tmp_path):
         rows = [r for r in csv.DictReader(fh) if r.get("val/loss")]
     ddp = {k: float(rows[-1][k]) for k in ("val/loss", "val/acc1")}
 
-    from alternet_pl.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier
 
     checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
     module = ImageClassifier(

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import alternet_pl.data
-from alternet_pl.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier
 from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -185,7 +185,7 @@ def test_end_to_end_fit_with_both_callbacks(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     try:
         from alternet_pl.data.synthetic import SyntheticDataModule
-        from alternet_pl.module import ImageClassifier
+        from alternet_pl.training.module import ImageClassifier
     except ImportError as err:  # pragma: no cover
         pytest.skip(f"module/data not available: {err}")
     torch.manual_seed(0)

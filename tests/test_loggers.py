@@ -4,7 +4,7 @@ import lightning.pytorch as pl
 
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.loggers import SafeWandbLogger, default_wandb_offline
-from alternet_pl.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier
 
 
 def test_offline_without_a_key(monkeypatch, tmp_path):

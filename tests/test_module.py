@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.module import (
+from alternet_pl.training.module import (
     ImageClassifier,
     create_model,
     official_warmup_cosine,

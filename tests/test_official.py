@@ -190,7 +190,7 @@ def test_analyze_official_arguments_are_checked_before_anything_loads(tmp_path: 
 def test_official_setup_builds_the_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`analyze --official` wraps the loaded model (`ImageClassifier.with_model`): no second build.
     (A micro model stands in for the loaded checkpoint: what is counted is the module's own builds.)"""
-    import alternet_pl.module as module_lib
+    import alternet_pl.training.module as module_lib
     from alternet_pl import analyze
 
     loaded = timm.create_model("resnet_cifar_micro", num_classes=100)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alternet_pl.checkpoints import load_checkpoint
+from alternet_pl.training.checkpoints import load_checkpoint
 from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from alternet_pl.analysis.records import AnalysisRecord
 from alternet_pl.analysis.results import read_json, write_figure, write_json
 from alternet_pl.analysis.state import restore_state, to_device
 from alternet_pl.callbacks.options import AnalysisData, Schedule
-from alternet_pl.wandb_tables import log_analysis_record
+from alternet_pl.loggers.tables import log_analysis_record
 
 __all__ = [
     "ANALYSES",

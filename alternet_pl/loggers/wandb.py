@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
+from alternet_pl.loggers.offline import default_wandb_offline
+from alternet_pl.loggers.tables import tag_architecture
 from alternet_pl.runs import RUN_DIR_ENV
-from alternet_pl.wandb_tables import tag_architecture
 
 __all__ = ["SafeWandbLogger", "default_wandb_offline"]
 
 log = logging.getLogger(__name__)
-
-
-def default_wandb_offline() -> None:
-    """Use W&B offline unless an API key (env or ~/.netrc) is configured or WANDB_MODE is set."""
-    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
-        return
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        pass
-    os.environ["WANDB_MODE"] = "offline"
 
 
 class SafeWandbLogger(WandbLogger):

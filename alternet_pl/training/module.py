@@ -28,7 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.errors import InputError
-from alternet_pl.metrics import CalibrationMetric
+from alternet_pl.training.metrics import CalibrationMetric
 
 OPTIMIZERS = ("adamw", "sgd")
 LRSchedule = Literal["official", "per_step", "multistep"]

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from alternet_pl.loggers.offline import default_wandb_offline
+
 from alternet_pl.plots import model_family
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,6 @@ def log_report(report: Any, out: str | Path, project: str = "alternet-pl", name:
     "comparison", tagged with the runs' architectures): `report/results` table, one image per figure
     under `report/<figure>`, `report/findings` (figure, paper, these runs) and `report/missing`.
     Returns the run's URL, or its local directory offline; "" if W&B failed (a warning says why)."""
-    from alternet_pl.loggers import default_wandb_offline
-
     default_wandb_offline()
     out = Path(out)
     try:
