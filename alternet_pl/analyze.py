@@ -28,12 +28,12 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
-from alternet_pl.training import checkpoints
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import ANALYSES
 from alternet_pl.callbacks.base import write_error_record
 from alternet_pl.errors import CommandFailed, InputError, run_command
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
+from alternet_pl.training import checkpoints
 from alternet_pl.training.module import ImageClassifier
 
 __all__ = [

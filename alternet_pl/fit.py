@@ -23,16 +23,16 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from alternet_pl.training import resume
 from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
 from alternet_pl.callbacks.base import error_records
-from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, run_command
+from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, job_version, make_run_dir
+from alternet_pl.training import resume
+from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
 from alternet_pl.training.module import ImageClassifier
-from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, job_version, make_run_dir
 
 
 def _as_list(value: Any) -> list:

@@ -11,14 +11,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from alternet_pl.data import SyntheticDataModule
+from alternet_pl.errors import InputError, MissingInputError
 from alternet_pl.training.checkpoints import (
     SafeCheckpointIO,
     atomic_torch_save,
     load_checkpoint,
     load_state_dict_into,
 )
-from alternet_pl.data import SyntheticDataModule
-from alternet_pl.errors import InputError, MissingInputError
 from alternet_pl.training.module import ImageClassifier
 
 

@@ -9,8 +9,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from alternet_pl.training.checkpoints import load_checkpoint
 from alternet_pl.data import SyntheticDataModule
+from alternet_pl.training.checkpoints import load_checkpoint
 from tests.conftest import launcher_free_env
 from tests.distributed import run_distributed
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 
-from alternet_pl.loggers import tables as wandb_tables
 from alternet_pl.callbacks.lesion import LesionCallback
 from alternet_pl.callbacks.options import AnalysisData
 from alternet_pl.callbacks.robustness import FreqNoiseCallback
 from alternet_pl.callbacks.variance import VarianceCallback
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.loggers import SafeWandbLogger
+from alternet_pl.loggers import tables as wandb_tables
 from alternet_pl.training.module import ImageClassifier
 
 

@@ -32,8 +32,8 @@ from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, p
 from alternet_pl.analysis.weight_decay import WeightDecayLoss
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
-from alternet_pl.training.checkpoints import load_checkpoint
 from alternet_pl.plots import landscape as plots
+from alternet_pl.training.checkpoints import load_checkpoint
 
 __all__ = ["LandscapeCallback", "TrajectoryCallback"]
 

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from alternet_pl.loggers.offline import default_wandb_offline
-
 from alternet_pl.plots import model_family
 
 log = logging.getLogger(__name__)

@@ -1,3 +1,3 @@
-"""Training pieces: the LightningModule (`module`), its metrics, the NaN guard, safe checkpoints and resume."""
+"""Training pieces: the LightningModule, its metrics, the NaN guard, safe checkpoints and resume."""
 
 __all__ = ["checkpoints", "guards", "metrics", "module", "resume"]
