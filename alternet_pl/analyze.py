@@ -69,7 +69,7 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
         config = yaml.safe_load(fh) or {}
     for key in ("model", "data"):
         if key not in config:
-            raise ValueError(f"run config {path} has no '{key}' section; pass the config.yaml a run wrote")
+            raise InputError(f"run config {path} has no '{key}' section; pass the config.yaml a run wrote")
     return config
 
 
@@ -167,7 +167,7 @@ def build_parser(
         try:
             parser.set_defaults(_flatten(name, init_args))
         except Exception as err:  # noqa: BLE001  (an option this version does not know)
-            raise ValueError(
+            raise InputError(
                 f"the run config's {name!r} analysis has options this version does not take "
                 f"({err}); rewrite its `analyses:` entry (see CHANGELOG.md) or pass --out_dir and flags"
             ) from err
@@ -198,10 +198,10 @@ def resolve_data_config(data: str, root: str | None = None) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(data).read_text()) or {}
         section = loaded.get("data") if isinstance(loaded, dict) else None
         if not isinstance(section, dict) or "class_path" not in section:
-            raise ValueError(f"--data {data}: the file has no data: section with a class_path")
+            raise InputError(f"--data {data}: the file has no data: section with a class_path")
         config = {"class_path": section["class_path"], "init_args": dict(section.get("init_args") or {})}
     else:
-        raise ValueError(
+        raise InputError(
             f"--data {data!r}: use one of {sorted(DATA_NAMES)} or a YAML file with a data: section"
         )
     if root is not None:
@@ -232,7 +232,7 @@ def official_setup(
     datamodule = instantiate_class((), data_config)
     data_classes = getattr(datamodule, "num_classes", num_classes)
     if data_classes != num_classes:
-        raise ValueError(
+        raise InputError(
             f"the official {layout.name} checkpoint has {num_classes} classes but --data {data} has "
             f"{data_classes}; pass the data set it was trained on"
         )

@@ -16,6 +16,8 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from alternet_pl.errors import InputError
+
 __all__ = ["ECE_BINS", "NLLAverage", "calibration_counts", "calibration_metrics", "confidence_bins"]
 
 ECE_BINS = 10  # the authors' ops/tests.py: bins=np.linspace(0.0, 1.0, 11)
@@ -42,11 +44,11 @@ def calibration_counts(logits: torch.Tensor, labels: torch.Tensor, n_bins: int =
         ValueError: ``n_bins`` < 1 or logits / labels of mismatched shapes.
     """
     if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins={n_bins!r} must be a positive integer (the authors use {ECE_BINS})")
+        raise InputError(f"n_bins={n_bins!r} must be a positive integer (the authors use {ECE_BINS})")
     if labels.ndim == 2:
         labels = labels.argmax(dim=-1)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(
+        raise InputError(
             f"logits (B, C) and labels (B,) expected, got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     dtype = torch.float32 if logits.device.type == "mps" else torch.float64
@@ -79,10 +81,10 @@ def calibration_metrics(counts: Mapping, nll_average: NLLAverage = "per_sample")
         ValueError: no samples were counted, or an unknown ``nll_average``.
     """
     if nll_average not in get_args(NLLAverage):
-        raise ValueError(f"nll_average={nll_average!r}; valid values are {get_args(NLLAverage)}")
+        raise InputError(f"nll_average={nll_average!r}; valid values are {get_args(NLLAverage)}")
     n = float(counts["n"])
     if n == 0:
-        raise ValueError("no samples were evaluated (empty data)")
+        raise InputError("no samples were evaluated (empty data)")
     correct, conf = (torch.as_tensor(counts[k], dtype=torch.float64) for k in ("bin_correct", "bin_conf"))
     if nll_average == "per_batch":
         nll = float(counts["batch_nll"]) / float(counts["batches"])

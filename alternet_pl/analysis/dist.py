@@ -7,6 +7,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from alternet_pl.errors import InputError
+
 __all__ = [
     "all_gather_objects",
     "all_reduce_sum",
@@ -93,7 +95,7 @@ def check_same_batches(batches: list, what: str) -> None:
         return
     prints = all_gather_objects(_fingerprint(batches))
     if any(p != prints[0] for p in prints[1:]):
-        raise ValueError(
+        raise InputError(
             f"{what}: the ranks hold different batches ({prints}); pass the same full list of batches on "
             "every rank (it splits the work itself), not a per-rank shard"
         )

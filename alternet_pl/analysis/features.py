@@ -21,6 +21,7 @@ from torch import nn
 from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
 from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.state import eval_mode
+from alternet_pl.errors import InputError
 from alternet_pl.models.taps import Tap
 
 __all__ = [
@@ -58,7 +59,7 @@ def select_taps(
     if names is not None:
         unknown = [n for n in names if n not in taps]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"layer(s) {unknown} not in {type(model).__name__}.analysis_layers(); "
                 f"choose from {list(taps)}"
             )
@@ -68,10 +69,10 @@ def select_taps(
     if need_branch:
         missing = [n for n, t in taps.items() if t.branch is None]
         if names is not None and missing:
-            raise ValueError(f"layer(s) {missing} have no residual branch to lesion; drop them from `layers`")
+            raise InputError(f"layer(s) {missing} have no residual branch to lesion; drop them from `layers`")
         taps = OrderedDict((n, t) for n, t in taps.items() if t.branch is not None)
     if not taps:
-        raise ValueError(
+        raise InputError(
             f"no analysis layers left in {type(model).__name__} after names={names}, kinds={kinds}; "
             f"available: {[(n, t.kind) for n, t in model.analysis_layers().items()]}"
         )
@@ -168,14 +169,14 @@ def as_feature_map(z: torch.Tensor, name: str = "feature") -> torch.Tensor:
         if side * side != n:
             side = math.isqrt(n - 1) if n > 1 else 0
             if side == 0 or side * side != n - 1:
-                raise ValueError(
+                raise InputError(
                     f"layer {name!r}: token features of shape {tuple(z.shape)} are not square "
                     "(N or N - 1 with a CLS token must be a perfect square); exclude this layer "
                     "(`layers=` / `kinds=`) or tap a feature map"
                 )
             z = z[:, 1:]
         return z.transpose(1, 2).reshape(b, d, side, side)
-    raise ValueError(
+    raise InputError(
         f"layer {name!r}: expected a 4-D feature map (B, C, H, W) or 3-D tokens (B, N, D), got shape "
         f"{tuple(z.shape)}; exclude this layer (`layers=` / `kinds=`), e.g. pooled or head outputs"
     )

@@ -25,6 +25,7 @@ from alternet_pl.analysis.features import (
 )
 from alternet_pl.analysis.freq import centered_fft2
 from alternet_pl.analysis.state import eval_mode
+from alternet_pl.errors import InputError
 
 __all__ = [
     "DEFAULT_KINDS",
@@ -41,7 +42,7 @@ def log_amplitude_map(z: torch.Tensor, name: str = "feature", reduce: str = "mea
     z = as_feature_map(z, name).double()
     h, w = z.shape[-2:]
     if h != w or h < 2:
-        raise ValueError(
+        raise InputError(
             f"layer {name!r}: the diagonal needs a square map of side >= 2, got {h}x{w}; "
             "exclude this layer (`layers=` / `kinds=`)"
         )

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from alternet_pl.errors import InputError
+
 __all__ = ["band_limit", "band_mask", "band_noise", "centered_fft2", "check_freq"]
 
 
@@ -27,7 +29,7 @@ def centered_fft2(x: torch.Tensor) -> torch.Tensor:
 def check_freq(freq_pi: float) -> float:
     """Validate a band frequency given in units of pi (must lie in (0, 1]); return it in radians."""
     if not (0.0 < float(freq_pi) <= 1.0):
-        raise ValueError(
+        raise InputError(
             f"frequency {freq_pi} (in units of pi) is outside (0, 1]: give band centres like "
             "0.1, 0.3, ..., 0.9 (meaning 0.1 pi .. 0.9 pi); 1.0 is the Nyquist frequency"
         )
@@ -53,7 +55,7 @@ def band_mask(size: int | tuple[int, int], freq: float, half_width: float = 0.2)
     """
     n_h, n_w = (size, size) if isinstance(size, int) else size
     if half_width < 0:
-        raise ValueError(f"half_width must be >= 0 radians, got {half_width}")
+        raise InputError(f"half_width must be >= 0 radians, got {half_width}")
     outer = _square(n_h, n_w, _half_side(freq + half_width, n_h), _half_side(freq + half_width, n_w))
     inner = _square(n_h, n_w, _half_side(freq - half_width, n_h), _half_side(freq - half_width, n_w))
     return outer & ~inner

@@ -17,6 +17,7 @@ from torch import nn
 
 from alternet_pl.analysis.features import map_batches, select_taps
 from alternet_pl.analysis.state import eval_mode
+from alternet_pl.errors import InputError
 from alternet_pl.models.taps import Tap
 
 __all__ = ["LesionResult", "lesion_accuracy", "lesioned"]
@@ -44,7 +45,7 @@ def lesioned(tap: Tap) -> Iterator[None]:
 
     Raises ValueError for a tap without a branch."""
     if tap.branch is None:
-        raise ValueError("this tap has no residual branch to lesion (Tap.branch is None)")
+        raise InputError("this tap has no residual branch to lesion (Tap.branch is None)")
     handle = tap.branch.register_forward_hook(_zeros)
     try:
         yield

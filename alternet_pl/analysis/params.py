@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 __all__ = ["ParamSelection", "trainable_parameters"]
 
 #: None (every trainable parameter), a name prefix, a module, or a sequence of them
@@ -34,7 +36,7 @@ def trainable_parameters(model: nn.Module, select: ParamSelection = None) -> dic
         }
     if not named:
         example = ", ".join(n for n, _ in list(model.named_parameters())[:4]) or "none"
-        raise ValueError(
+        raise InputError(
             f"no trainable parameters selected by {select!r} (requires_grad=True); names look like: {example}"
         )
     return named

@@ -28,6 +28,7 @@ from alternet_pl.analysis.freq import band_noise, check_freq
 from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.results import read_json
 from alternet_pl.analysis.state import eval_mode
+from alternet_pl.errors import InputError
 
 __all__ = [
     "classification_counts",
@@ -64,7 +65,7 @@ def frequency_noise_scan(
     """
     radians = [check_freq(f) for f in freqs]
     if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+        raise InputError(f"eps must be >= 0, got {eps}")
 
     def one(i: int, batch) -> tuple[int, list[int]]:
         x, y = batch[0], _hard(batch[1])
@@ -155,20 +156,20 @@ def relative_ce(
     """
     missing = sorted(c for c in errors if c not in baseline)
     if missing:
-        raise ValueError(
+        raise InputError(
             f"corruption(s) {missing} are not in the baseline (baseline has {sorted(baseline)}); "
             "evaluate both runs on the same corruptions"
         )
     recorded = severities is not None and baseline_severities is not None
     if recorded and sorted(severities) != sorted(baseline_severities):
-        raise ValueError(
+        raise InputError(
             f"severities {sorted(severities)} here vs {sorted(baseline_severities)} in the baseline; "
             "evaluate both runs on the same severities"
         )
     ce = {}
     for c in errors:
         if len(errors[c]) != len(baseline[c]):
-            raise ValueError(
+            raise InputError(
                 f"corruption {c!r}: {len(errors[c])} severities here vs {len(baseline[c])} in the "
                 "baseline; evaluate both on the same severities"
             )
@@ -193,5 +194,5 @@ def load_baseline_errors(path: str | Path) -> dict[str, list[float]]:
         )
     data = read_json(path)
     if "errors" not in data:
-        raise ValueError(f"{path} has no 'errors' entry: is it a corruption analysis result file?")
+        raise InputError(f"{path} has no 'errors' entry: is it a corruption analysis result file?")
     return {c: [float(e) for e in errs] for c, errs in data["errors"].items()}

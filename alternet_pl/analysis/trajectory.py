@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.params import trainable_parameters
+from alternet_pl.errors import InputError
 
 __all__ = ["flatten_trainable", "pca_directions", "polar"]
 
@@ -42,12 +43,12 @@ def pca_directions(
     final = np.asarray(final).reshape(-1)
     rows = [np.asarray(s).reshape(-1) for s in snapshots]
     if len(rows) < n:
-        raise ValueError(
+        raise InputError(
             f"pca_directions: {len(rows)} snapshots cannot give {n} directions; save more epochs"
         )
     bad = [i for i, r in enumerate(rows) if r.shape != final.shape]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"pca_directions: snapshots {bad} have a different length than the final weights "
             f"({final.size}): they come from another architecture"
         )
@@ -62,7 +63,7 @@ def pca_directions(
     order = np.argsort(evals)[::-1][:n]
     sing = np.sqrt(np.clip(evals[order], 0.0, None))
     if np.any(sing <= 1e-12 * max(sing[0], 1e-300)):
-        raise ValueError("pca_directions: the snapshots span fewer than n directions (identical weights?)")
+        raise InputError("pca_directions: the snapshots span fewer than n directions (identical weights?)")
     u = evecs[:, order]
     dirs = np.zeros((n, size))
     for start in range(0, size, chunk):

@@ -22,6 +22,7 @@ from alternet_pl.analysis.features import (
     select_taps,
 )
 from alternet_pl.analysis.state import eval_mode
+from alternet_pl.errors import InputError
 
 __all__ = ["DEFAULT_KINDS", "feature_map_variance", "model_feature_map_variance", "spatial_variance"]
 
@@ -30,7 +31,7 @@ def spatial_variance(z: torch.Tensor, name: str = "feature") -> torch.Tensor:
     """Per-sample unbiased variance over (H, W), averaged over channels: shape (B,), float64."""
     z = as_feature_map(z, name).double()
     if z.shape[-1] * z.shape[-2] < 2:
-        raise ValueError(f"layer {name!r}: a 1x1 map has no spatial variance; exclude this layer")
+        raise InputError(f"layer {name!r}: a 1x1 map has no spatial variance; exclude this layer")
     return z.flatten(2).var(dim=-1).mean(dim=1)
 
 

@@ -22,6 +22,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 __all__ = ["WEIGHT_DECAY_FORMS", "WeightDecayForm", "WeightDecayLoss", "weight_penalty"]
 
 WeightDecayForm = Literal["l2", "norm"]
@@ -32,7 +34,7 @@ def weight_penalty(model: nn.Module, form: WeightDecayForm = "norm") -> torch.Te
     """The penalty without its coefficient: sum_p ||theta_p||_2 ("norm") or 0.5 * sum_p ||theta_p||^2
     ("l2"), over every parameter of `model`; differentiable. Raises ValueError for another form."""
     if form not in WEIGHT_DECAY_FORMS:
-        raise ValueError(f"weight-decay form {form!r}; choose one of {WEIGHT_DECAY_FORMS}")
+        raise InputError(f"weight-decay form {form!r}; choose one of {WEIGHT_DECAY_FORMS}")
     params = list(model.parameters())
     if not params:
         return torch.zeros(())
@@ -54,9 +56,9 @@ class WeightDecayLoss:
 
     def __init__(self, loss_fn: Callable, weight_decay: float, form: WeightDecayForm = "norm") -> None:
         if form not in WEIGHT_DECAY_FORMS:
-            raise ValueError(f"WeightDecayLoss: form={form!r}; choose one of {WEIGHT_DECAY_FORMS}")
+            raise InputError(f"WeightDecayLoss: form={form!r}; choose one of {WEIGHT_DECAY_FORMS}")
         if not weight_decay >= 0:
-            raise ValueError(f"WeightDecayLoss: weight_decay={weight_decay}; use a coefficient >= 0")
+            raise InputError(f"WeightDecayLoss: weight_decay={weight_decay}; use a coefficient >= 0")
         self.loss_fn, self.weight_decay, self.form = loss_fn, float(weight_decay), form
 
     def __repr__(self) -> str:

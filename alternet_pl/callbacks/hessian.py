@@ -27,6 +27,7 @@ from alternet_pl.callbacks.options import (
     WeightDecayTerm,
     check_choice,
 )
+from alternet_pl.errors import InputError
 from alternet_pl.plots import hessian as plots
 
 __all__ = ["HessianCallback"]
@@ -214,7 +215,7 @@ def _blocks(model: nn.Module) -> list[tuple[str, Any]]:
         seen.add(key)
         out.append((name, tap))
     if not out:
-        raise ValueError(
+        raise InputError(
             f"HessianCallback(blockwise=True): {type(model).__name__}.analysis_layers() has no conv/msa/mlp "
             "block with trainable parameters; use blockwise=False"
         )

@@ -32,6 +32,7 @@ from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, p
 from alternet_pl.analysis.weight_decay import WeightDecayLoss
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
+from alternet_pl.errors import InputError
 from alternet_pl.plots import landscape as plots
 from alternet_pl.training.checkpoints import load_checkpoint
 
@@ -69,17 +70,17 @@ class LandscapeCallback(AnalysisCallback):
     ) -> None:
         super().__init__(**kwargs)
         if dims not in (1, 2):
-            raise ValueError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
+            raise InputError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
         if steps < 2:
-            raise ValueError(
+            raise InputError(
                 f"LandscapeCallback: steps={steps}; use at least 2 points per direction (e.g. 21)"
             )
         if not span > 0:
-            raise ValueError(f"LandscapeCallback: span={span}; use a positive half-width such as 1.0")
+            raise InputError(f"LandscapeCallback: span={span}; use a positive half-width such as 1.0")
         check_choice("LandscapeCallback", "norm", norm, NORMS)
         check_choice("LandscapeCallback", "ignore", ignore, IGNORES)
         if weight_decay.form != "norm" and weight_decay.coefficient:
-            raise ValueError(
+            raise InputError(
                 f"LandscapeCallback: weight_decay.form={weight_decay.form!r}; the landscape adds the "
                 "paper's term coefficient * sum_p ||theta_p||_2: use form 'norm'"
             )
@@ -182,7 +183,7 @@ class TrajectoryCallback(AnalysisCallback):
         super().__init__(**kwargs)
         check_choice("TrajectoryCallback", "store", store, ("memory", "disk"))
         if snapshot_every_n_epochs < 1 or steps < 2 or margin < 0:
-            raise ValueError("TrajectoryCallback: need snapshot_every_n_epochs >= 1, steps >= 2, margin >= 0")
+            raise InputError("TrajectoryCallback: need snapshot_every_n_epochs >= 1, steps >= 2, margin >= 0")
         self.snapshot_every, self.store, self.checkpoints = (
             snapshot_every_n_epochs,
             store,
@@ -263,7 +264,7 @@ class TrajectoryCallback(AnalysisCallback):
             ]
         distinct = [not np.array_equal(s, final) for s in snaps]  # the final snapshot adds no direction
         if sum(distinct) < 2:
-            raise ValueError(
+            raise InputError(
                 f"TrajectoryCallback: {sum(distinct)} weight snapshot(s) besides the final weights; the PCA "
                 "needs at least 2: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
             )
@@ -283,7 +284,7 @@ class TrajectoryCallback(AnalysisCallback):
             else:
                 rows.append(t.reshape(-1).float())
         if missing or bad:
-            raise ValueError(
+            raise InputError(
                 f"TrajectoryCallback: checkpoint {path} does not fit this model (another architecture?): "
                 f"missing {missing[:5]}, shape mismatches {bad[:5]}"
             )
@@ -303,7 +304,7 @@ class TrajectoryCallback(AnalysisCallback):
                 outcome = ("error", str(err))
         outcome = broadcast_object(outcome)  # every rank raises together: no rank left in a collective
         if outcome[0] == "error":
-            raise ValueError(outcome[1])
+            raise InputError(outcome[1])
         _, epochs, path, explained = outcome
         device = next(model.parameters()).device
         vecs = broadcast_tensor(

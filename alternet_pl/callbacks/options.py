@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 from alternet_pl.analysis.hessian import EigenMethod, TraceMethod, Which
 from alternet_pl.analysis.weight_decay import WeightDecayForm
+from alternet_pl.errors import InputError
 
 __all__ = [
     "AnalysisData",
@@ -31,7 +32,7 @@ def check_choice(owner: str, name: str, value: Any, choices: Any) -> None:
     """Raise ValueError naming `owner.name` unless `value` is one of `choices` (a Literal or a tuple)."""
     allowed = get_args(choices) or tuple(choices)
     if value not in allowed:
-        raise ValueError(f"{owner}: {name}={value!r} not understood; choose one of {list(allowed)}")
+        raise InputError(f"{owner}: {name}={value!r} not understood; choose one of {list(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class AnalysisData:
     def __post_init__(self) -> None:
         check_choice("AnalysisData", "split", self.split, Split)
         if self.num_batches < 1:
-            raise ValueError(f"AnalysisData: num_batches={self.num_batches}; use at least 1")
+            raise InputError(f"AnalysisData: num_batches={self.num_batches}; use at least 1")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"AnalysisData: batch_size={self.batch_size}; use at least 1 or None")
+            raise InputError(f"AnalysisData: batch_size={self.batch_size}; use at least 1 or None")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Schedule:
         for when in self.at:
             check_choice("Schedule", "at", when, When)
         if self.every_n_epochs is not None and self.every_n_epochs < 1:
-            raise ValueError(f"Schedule: every_n_epochs={self.every_n_epochs}; use >= 1 or None")
+            raise InputError(f"Schedule: every_n_epochs={self.every_n_epochs}; use >= 1 or None")
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,10 @@ class EigenOptions:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"EigenOptions: k={self.k}; ask for at least one eigenvalue")
+            raise InputError(f"EigenOptions: k={self.k}; ask for at least one eigenvalue")
         check_choice("EigenOptions", "method", self.method, EigenMethod)
         if not self.tol > 0 or self.max_iter < 1:
-            raise ValueError(
+            raise InputError(
                 f"EigenOptions: tol={self.tol}, max_iter={self.max_iter}; need tol > 0, max_iter >= 1"
             )
 
@@ -123,7 +124,7 @@ class TraceOptions:
 
     def __post_init__(self) -> None:
         if self.samples and self.samples < 4:
-            raise ValueError(f"TraceOptions: samples={self.samples}; use 0 (off) or >= 4")
+            raise InputError(f"TraceOptions: samples={self.samples}; use 0 (off) or >= 4")
         check_choice("TraceOptions", "method", self.method, TraceMethod)
 
 
@@ -143,7 +144,7 @@ class DensityOptions:
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.steps < 2:
-            raise ValueError(
+            raise InputError(
                 f"DensityOptions: runs={self.runs}, steps={self.steps}; need runs >= 1, steps >= 2"
             )
 
@@ -164,7 +165,7 @@ class SpectrumOptions:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"SpectrumOptions: k={self.k}; ask for at least one eigenvalue per batch")
+            raise InputError(f"SpectrumOptions: k={self.k}; ask for at least one eigenvalue per batch")
         check_choice("SpectrumOptions", "which", self.which, Which)
 
 
@@ -183,5 +184,5 @@ class WeightDecayTerm:
 
     def __post_init__(self) -> None:
         if self.coefficient < 0:
-            raise ValueError(f"WeightDecayTerm: coefficient={self.coefficient}; use >= 0")
+            raise InputError(f"WeightDecayTerm: coefficient={self.coefficient}; use >= 0")
         check_choice("WeightDecayTerm", "form", self.form, WeightDecayForm)

@@ -26,6 +26,7 @@ from alternet_pl.analysis.robustness import (
 )
 from alternet_pl.analysis.state import eval_mode, to_device
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
+from alternet_pl.errors import InputError
 from alternet_pl.plots import features as plots
 
 __all__ = ["CorruptionCallback", "FreqNoiseCallback", "PAPER_FREQS"]
@@ -120,7 +121,7 @@ class CorruptionCallback(AnalysisCallback):
     ) -> None:
         super().__init__(**kwargs)
         if root is None:
-            raise ValueError(
+            raise InputError(
                 "corruption: give the corrupted data folder, e.g. --corruption.root data/CIFAR-100-C"
             )
         self.root, self.corruptions, self.severities = Path(root), corruptions, tuple(severities)
@@ -144,7 +145,7 @@ class CorruptionCallback(AnalysisCallback):
         mean = self.mean or getattr(context.datamodule, "mean", None)
         std = self.std or getattr(context.datamodule, "std", None)
         if mean is None or std is None:
-            raise ValueError(
+            raise InputError(
                 "corruption: unknown input normalisation; pass --corruption.mean and --corruption.std"
             )
         dm = CorruptionDataModule(

@@ -7,6 +7,8 @@ from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 
+from alternet_pl.errors import InputError
+
 
 def build_transform(
     image_size: int,
@@ -26,7 +28,7 @@ def build_transform(
     training and resize + centre crop for evaluation.
     """
     if style not in ("cifar", "imagenet"):
-        raise ValueError(f"transform style {style!r} is not 'cifar' or 'imagenet'")
+        raise InputError(f"transform style {style!r} is not 'cifar' or 'imagenet'")
     if style == "imagenet":
         return create_transform(
             input_size=image_size,

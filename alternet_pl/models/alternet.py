@@ -22,6 +22,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 from .blocks import (
     MSABlock,
     PostActBasicBlock,
@@ -52,14 +54,14 @@ _STEMS = {"cifar": (1, 4, 32), "imagenet": (4, 7, 224)}  # stem -> (reduction, d
 def place_msas(depths: Sequence[int], msa_per_stage: Sequence[int]) -> tuple[str, ...]:
     """The official placement: a stage of n blocks with k MSAs is ``"C" * (n - 2k) + "CM" * k``."""
     if len(msa_per_stage) != len(depths):
-        raise ValueError(
+        raise InputError(
             f"msa_per_stage={tuple(msa_per_stage)} has {len(msa_per_stage)} entries; it needs one per "
             f"stage, {len(depths)} for depths={tuple(depths)}"
         )
     layout = []
     for i, (n, k) in enumerate(zip(depths, msa_per_stage)):
         if not isinstance(k, int) or k < 0 or 2 * k > n:
-            raise ValueError(
+            raise InputError(
                 f"msa_per_stage[{i}]={k!r} does not fit stage {i} of {n} blocks: the rule "
                 f"C*(n-2k)+(CM)*k needs 2k <= n, so valid values are 0..{n // 2}"
             )
@@ -74,27 +76,27 @@ def resolve_layout(
 ) -> tuple[str, ...]:
     """Check ``layout`` (or build it from ``msa_per_stage``) against ``depths``; all-conv if both None."""
     if layout is not None and msa_per_stage is not None:
-        raise ValueError("pass either layout=[...] or msa_per_stage=(...), not both")
+        raise InputError("pass either layout=[...] or msa_per_stage=(...), not both")
     if msa_per_stage is not None:
         return place_msas(depths, msa_per_stage)
     if layout is None:
         return tuple("C" * n for n in depths)
     if isinstance(layout, str) or len(layout) != len(depths):
-        raise ValueError(
+        raise InputError(
             f"layout={layout!r} must be a list of {len(depths)} strings, one per stage "
             f"(depths={tuple(depths)}), e.g. {list(place_msas(depths, [0] * len(depths)))}"
         )
     for i, (s, n) in enumerate(zip(layout, depths)):
         if not isinstance(s, str):
-            raise ValueError(f"layout[{i}]={s!r} must be a string of 'C' and 'M' letters")
+            raise InputError(f"layout[{i}]={s!r} must be a string of 'C' and 'M' letters")
         bad = sorted(set(s) - {"C", "M"})
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"layout[{i}]={s!r} has letter(s) {bad}; "
                 "valid letters are 'C' (conv block) and 'M' (MSA block)"
             )
         if len(s) != n:
-            raise ValueError(
+            raise InputError(
                 f"layout[{i}]={s!r} has {len(s)} blocks but stage {i} has {n} (depths={tuple(depths)}); "
                 "give each stage exactly its block count, or pass depths=... as well"
             )
@@ -159,22 +161,22 @@ class AlterNet(nn.Module):
     ) -> None:
         super().__init__()
         if block not in ("basic", "bottleneck"):
-            raise ValueError(f"block={block!r}; valid values are 'basic' and 'bottleneck'")
+            raise InputError(f"block={block!r}; valid values are 'basic' and 'bottleneck'")
         if stem not in _STEMS:
-            raise ValueError(f"stem={stem!r}; valid values are {sorted(_STEMS)}")
+            raise InputError(f"stem={stem!r}; valid values are {sorted(_STEMS)}")
         if block_style not in ("preact", "postact"):
-            raise ValueError(f"block_style={block_style!r}; valid values are 'preact' and 'postact'")
+            raise InputError(f"block_style={block_style!r}; valid values are 'preact' and 'postact'")
         depths = tuple(depths)
         if not depths or any(not isinstance(n, int) or n < 1 for n in depths):
-            raise ValueError(f"depths={depths!r} must be positive block counts, one per stage")
+            raise InputError(f"depths={depths!r} must be positive block counts, one per stage")
         for name, seq in (("widths", widths), ("num_heads", num_heads)):
             if len(seq) != len(depths):
-                raise ValueError(
+                raise InputError(
                     f"{name}={tuple(seq)} needs one entry per stage ({len(depths)}, from depths)"
                 )
         self.layout = resolve_layout(depths, layout, msa_per_stage)
         if block_style == "postact" and any("M" in s for s in self.layout):
-            raise ValueError(
+            raise InputError(
                 f"block_style='postact' is the post-activation ResNet baseline and takes no MSA blocks, "
                 f"but the layout is {list(self.layout)}; use block_style='preact' for AlterNets"
             )
@@ -199,7 +201,7 @@ class AlterNet(nn.Module):
             hw = [-(-s // stride) for s in hw]
             reduction *= stride
             if "M" in letters and (hw[0] % window or hw[1] % window):
-                raise ValueError(
+                raise InputError(
                     f"window_size={window} does not divide the {hw[0]}x{hw[1]} feature map of stage {i} "
                     f"(layout[{i}]={letters!r}, img_size={img_hw[0]}x{img_hw[1]}, stem={stem!r}); use a "
                     f"window that divides {hw[0]}x{hw[1]}, another img_size, or no 'M' in that stage"
@@ -266,7 +268,7 @@ class AlterNet(nn.Module):
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's intermediate-feature API: index 0 is the stem, 1.. the stages."""
         if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt={output_fmt!r}; only 'NCHW' is supported")
+            raise InputError(f"output_fmt={output_fmt!r}; only 'NCHW' is supported")
         take, max_index = feature_take_indices(len(self.stages) + 1, indices)
         x = self.stem(x)
         out = [x] if 0 in take else []

@@ -14,6 +14,8 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 
 def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
     """Bias-free 1x1 convolution."""
@@ -210,7 +212,7 @@ class WindowAttention(nn.Module):
         b, c, h, w = x.shape
         p = self.window_size
         if h % p or w % p:
-            raise ValueError(
+            raise InputError(
                 f"window_size={p} does not divide the {h}x{w} feature map given to WindowAttention; "
                 "use an input size whose stage feature maps are multiples of the window"
             )

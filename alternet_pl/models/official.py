@@ -37,6 +37,8 @@ import timm
 import torch
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 __all__ = ["OFFICIAL_LAYOUTS", "OfficialArch", "OfficialLayout", "convert_official", "load_official"]
 
 OfficialArch = Literal[
@@ -246,7 +248,7 @@ def _unwrap(state: Any) -> dict[str, torch.Tensor]:
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
+        raise InputError(
             "expected a state dict (name -> tensor) or {'state_dict': ...}, as the official code saves; "
             f"got {type(state).__name__}"
         )
@@ -258,14 +260,14 @@ def _unwrap(state: Any) -> dict[str, torch.Tensor]:
 def _convert(state_dict: Mapping[str, Any], arch: OfficialArch | None) -> _Fit:
     state = _unwrap(state_dict)
     if arch is not None and arch not in OFFICIAL_LAYOUTS:
-        raise ValueError(f"arch={arch!r}; valid values are {sorted(OFFICIAL_LAYOUTS)}")
+        raise InputError(f"arch={arch!r}; valid values are {sorted(OFFICIAL_LAYOUTS)}")
     candidates = [OFFICIAL_LAYOUTS[arch]] if arch is not None else list(OFFICIAL_LAYOUTS.values())
     fits = [_fit(state, layout) for layout in candidates]
     exact = [f for f in fits if f.misfit is None]
     if exact:
         return exact[0]
     best = max(fits, key=lambda f: f.score)
-    raise ValueError(
+    raise InputError(
         f"this state dict ({len(state)} tensors) is not {'the ' + arch if arch else 'any'} official "
         f"checkpoint layout; closest: {best.layout.name} ({best.matched} of its {best.total} tensors fit); "
         f"first misfit: {best.misfit}. Official layouts: {sorted(OFFICIAL_LAYOUTS)}"
@@ -292,7 +294,7 @@ def _check_recomputed(model: nn.Module, stored: Mapping[str, torch.Tensor], layo
     for key, value in stored.items():
         mine = own.get(key)
         if mine is None or mine.shape != value.shape or not torch.allclose(mine.to(value.dtype), value):
-            raise ValueError(
+            raise InputError(
                 f"buffer {key!r} of the {layout.name} checkpoint differs from the one {layout.model} "
                 "computes: the checkpoint was made with another window or shift configuration"
             )

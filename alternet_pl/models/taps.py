@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 KINDS = ("stem", "conv", "msa", "mlp", "norm", "pool", "head")
 
 
@@ -39,6 +41,6 @@ class Tap:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"Tap kind {self.kind!r} is not one of {KINDS}")
+            raise InputError(f"Tap kind {self.kind!r} is not one of {KINDS}")
         if self.point not in ("output", "input"):
-            raise ValueError(f"Tap point {self.point!r} must be 'output' or 'input'")
+            raise InputError(f"Tap point {self.point!r} must be 'output' or 'input'")

@@ -29,6 +29,8 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from alternet_pl.errors import InputError
+
 from .alternet import CIFAR100_MEAN, CIFAR100_STD
 from .taps import Tap
 
@@ -122,7 +124,7 @@ def _create_vit_cifar(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     """ViT; ``global_pool`` "token" (CLS token) or "avg" (GAP over patch tokens, no CLS token by default)."""
     global_pool = kwargs.setdefault("global_pool", "token")
     if global_pool not in VIT_GLOBAL_POOLS:
-        raise ValueError(f"global_pool={global_pool!r}; valid values are {VIT_GLOBAL_POOLS}")
+        raise InputError(f"global_pool={global_pool!r}; valid values are {VIT_GLOBAL_POOLS}")
     if global_pool == "avg":
         kwargs.setdefault("class_token", False)
     out_indices = kwargs.pop("out_indices", min(3, kwargs.get("depth", 12)))
@@ -139,7 +141,7 @@ def _create_pit_cifar(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     """PiT; timm's PiT pools by CLS token only."""
     global_pool = kwargs.setdefault("global_pool", "token")
     if global_pool != "token":
-        raise ValueError(f"global_pool={global_pool!r}; PiT supports only 'token'")
+        raise InputError(f"global_pool={global_pool!r}; PiT supports only 'token'")
     out_indices = kwargs.pop("out_indices", (0, 1, 2))
     return build_model_with_cfg(
         CifarPiT, variant, pretrained, feature_cfg=dict(feature_cls="hook", out_indices=out_indices), **kwargs

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from alternet_pl.errors import InputError
+
 #: Column names of the official CSVs (written without a header; see the repo's losslandscape.ipynb).
 OFFICIAL_COLUMNS = (
     "x",
@@ -44,7 +46,7 @@ def read_official_csv(path: str | Path, weight_decay: float = 0.05) -> dict[str,
     with open(path, newline="") as fh:
         rows = [r for r in csv.reader(fh) if r]
     if not rows:
-        raise ValueError(f"read_official_csv: {path} is empty")
+        raise InputError(f"read_official_csv: {path} is empty")
     names = list(OFFICIAL_COLUMNS)
     try:
         float(rows[0][0])
@@ -52,13 +54,13 @@ def read_official_csv(path: str | Path, weight_decay: float = 0.05) -> dict[str,
         names, rows = [c.strip() for c in rows[0]], rows[1:]
     need = ("x", "y", "l2", "NLL", "Acc")
     if any(c not in names for c in need) or any(len(r) < max(names.index(c) for c in need) + 1 for r in rows):
-        raise ValueError(
+        raise InputError(
             f"read_official_csv: {path} lacks the columns {need} of the official layout {OFFICIAL_COLUMNS}"
         )
     table = {c: np.array([float(r[names.index(c)]) for r in rows]) for c in need}
     xs, ys = np.unique(table["x"].round(9)), np.unique(table["y"].round(9))
     if xs.size * ys.size != len(rows):
-        raise ValueError(f"read_official_csv: {len(rows)} rows do not form a full {xs.size}x{ys.size} grid")
+        raise InputError(f"read_official_csv: {len(rows)} rows do not form a full {xs.size}x{ys.size} grid")
     ix = np.searchsorted(xs, table["x"].round(9))
     iy = np.searchsorted(ys, table["y"].round(9))
     out: dict[str, np.ndarray] = {"x": xs, "y": ys}

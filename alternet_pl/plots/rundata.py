@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from alternet_pl.analysis.records import RecordError, load_record
+from alternet_pl.errors import InputError
 from alternet_pl.plots import model_color, model_family, model_label
 
 __all__ = [
@@ -260,7 +261,7 @@ def load_run(path: str | Path) -> Run:
     """A `Run` for a run directory. Raises ValueError if it holds neither metrics.csv nor analysis/."""
     path = Path(path)
     if not (path / "metrics.csv").is_file() and not (path / "analysis").is_dir():
-        raise ValueError(
+        raise InputError(
             f"{path} is not a run directory (no metrics.csv or analysis/ inside): pass "
             "runs/<experiment>/<version>"
         )

@@ -9,6 +9,7 @@ import torch
 from torchmetrics import Metric
 
 from alternet_pl.analysis.calibration import ECE_BINS, NLLAverage, calibration_counts, calibration_metrics
+from alternet_pl.errors import InputError
 
 __all__ = ["CalibrationMetric"]
 
@@ -36,9 +37,9 @@ class CalibrationMetric(Metric):
         checks = (("value", value, CalibrationValue), ("nll_average", nll_average, NLLAverage))
         for name, given, options in checks:
             if given not in get_args(options):
-                raise ValueError(f"{name}={given!r}; valid values are {get_args(options)}")
+                raise InputError(f"{name}={given!r}; valid values are {get_args(options)}")
         if not isinstance(n_bins, int) or n_bins < 1:
-            raise ValueError(f"n_bins={n_bins!r} must be a positive integer (the authors use {ECE_BINS})")
+            raise InputError(f"n_bins={n_bins!r} must be a positive integer (the authors use {ECE_BINS})")
         self.value, self.n_bins, self.nll_average = value, n_bins, nll_average
         for key in ("n", "correct", "nll", "batch_nll", "batches"):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

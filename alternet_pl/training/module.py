@@ -142,25 +142,25 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {optimizer!r} not supported; choose one of {OPTIMIZERS}")
+            raise InputError(f"optimizer {optimizer!r} not supported; choose one of {OPTIMIZERS}")
         for name, value, options in (
             ("lr_schedule", lr_schedule, LRSchedule),
             ("weight_decay_on", weight_decay_on, WeightDecayOn),
             ("nll_average", nll_average, NLLAverage),
         ):
             if value not in get_args(options):
-                raise ValueError(f"{name}={value!r}; valid values are {get_args(options)}")
+                raise InputError(f"{name}={value!r}; valid values are {get_args(options)}")
         lr_milestones = list(lr_milestones)  # before save_hyperparameters: a list in hparams.yaml
         if any(not isinstance(m, int) or m < 1 for m in lr_milestones) or lr_milestones != sorted(
             set(lr_milestones)
         ):
-            raise ValueError(
+            raise InputError(
                 f"lr_milestones={lr_milestones} must be increasing positive epochs (e.g. [60, 120, 160])"
             )
         if not lr_gamma > 0:
-            raise ValueError(f"lr_gamma={lr_gamma!r} must be > 0 (the authors: 0.2)")
+            raise InputError(f"lr_gamma={lr_gamma!r} must be > 0 (the authors: 0.2)")
         if not isinstance(ece_bins, int) or ece_bins < 1:
-            raise ValueError(f"ece_bins={ece_bins!r} must be a positive integer (the authors use 10)")
+            raise InputError(f"ece_bins={ece_bins!r} must be a positive integer (the authors use 10)")
         self.save_hyperparameters()
         prebuilt = _PREBUILT_MODEL.get()
         self.model = (

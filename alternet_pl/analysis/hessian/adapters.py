@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from alternet_pl.analysis.hessian.operator import LinearOperatorLike
+from alternet_pl.errors import InputError
 
 __all__ = ["CountingOperator", "DenseOperator", "as_operator"]
 
@@ -19,7 +20,7 @@ class DenseOperator:
 
     def __init__(self, matrix: torch.Tensor) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not matrix.is_floating_point():
-            raise ValueError(f"DenseOperator needs a square floating matrix, got {tuple(matrix.shape)}")
+            raise InputError(f"DenseOperator needs a square floating matrix, got {tuple(matrix.shape)}")
         self.matrix = matrix
         self.size, self.dtype, self.device = matrix.shape[0], matrix.dtype, matrix.device
 

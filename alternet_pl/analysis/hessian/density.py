@@ -13,6 +13,7 @@ from alternet_pl.analysis.hessian._vectors import rademacher
 from alternet_pl.analysis.hessian.adapters import CountingOperator, as_operator
 from alternet_pl.analysis.hessian.lanczos import lanczos, tridiagonal_eigh
 from alternet_pl.analysis.hessian.operator import LinearOperatorLike
+from alternet_pl.errors import InputError
 
 __all__ = ["DensityResult", "smoothed_density", "spectral_density"]
 
@@ -45,7 +46,7 @@ def spectral_density(
     for v^T p(H) v / n with deg p <= 2 * num_steps - 1. Raises ValueError for runs or steps < 1.
     """
     if num_runs < 1 or num_steps < 1:
-        raise ValueError(f"num_runs and num_steps must be >= 1, got {num_runs}, {num_steps}")
+        raise InputError(f"num_runs and num_steps must be >= 1, got {num_runs}, {num_steps}")
     op = CountingOperator(as_operator(op))
     gen = torch.Generator().manual_seed(seed)
     nodes, weights = [], []
@@ -69,6 +70,6 @@ def smoothed_density(nodes: Any, weights: Any, grid: Any, sigma: float | None = 
     if sigma is None:
         sigma = max(float(nodes.max() - nodes.min()) * 0.01, 1e-12)
     if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+        raise InputError(f"sigma must be > 0, got {sigma}")
     z = (grid[:, None] - nodes[None, :]) / sigma
     return (weights[None, :] * torch.exp(-0.5 * z**2)).sum(1) / (sigma * math.sqrt(2 * math.pi))

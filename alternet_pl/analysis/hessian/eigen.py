@@ -9,6 +9,8 @@ from typing import Literal, get_args
 
 import torch
 
+from alternet_pl.errors import InputError
+
 __all__ = ["EIGEN_METHODS", "WHICH", "EigenMethod", "EigenResult", "Which"]
 
 #: scipy eigsh's convention: largest / smallest algebraic, largest magnitude, both ends
@@ -64,12 +66,12 @@ def is_converged(vals: torch.Tensor, res: torch.Tensor, norm: float, tol: float,
 def check_eig_args(size: int, k: int, which: str, tol: float, max_iter: int, method: str) -> None:
     """Raise ValueError naming the first bad argument of an eigenvalue call."""
     if which not in WHICH:
-        raise ValueError(f"which={which!r}; choose one of {WHICH} (scipy eigsh's convention)")
+        raise InputError(f"which={which!r}; choose one of {WHICH} (scipy eigsh's convention)")
     if method not in EIGEN_METHODS:
-        raise ValueError(f"method={method!r}; choose one of {EIGEN_METHODS}")
+        raise InputError(f"method={method!r}; choose one of {EIGEN_METHODS}")
     if not 1 <= k <= size:
-        raise ValueError(f"k={k} must be between 1 and the number of selected parameters ({size})")
+        raise InputError(f"k={k} must be between 1 and the number of selected parameters ({size})")
     if max_iter < k and method == "lanczos":
-        raise ValueError(f"max_iter={max_iter} < k={k}: Lanczos needs at least k steps; raise max_iter")
+        raise InputError(f"max_iter={max_iter} < k={k}: Lanczos needs at least k steps; raise max_iter")
     if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
+        raise InputError(f"tol must be > 0, got {tol}")

@@ -25,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from alternet_pl.analysis.params import ParamSelection, trainable_parameters
 from alternet_pl.analysis.state import eval_mode, map_tensors
+from alternet_pl.errors import InputError
 
 __all__ = ["MODES", "BatchNormMode", "HessianOperator", "LinearOperatorLike"]
 
@@ -86,28 +87,28 @@ class HessianOperator:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
         if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; choose one of {MODES}")
+            raise InputError(f"mode={mode!r}; choose one of {MODES}")
         bits = torch.finfo(dtype).bits
         lossy = [(n, t.dtype) for n, t in floating if torch.finfo(t.dtype).bits > bits]
         if lossy:
-            raise ValueError(
+            raise InputError(
                 f"dtype={dtype} is less precise than {lossy[0][0]} ({lossy[0][1]}); "
                 "pass a dtype at least as precise as the model's, or dtype=None (the model's own)"
             )
         if mode == "train" and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
-            raise ValueError(
+            raise InputError(
                 "mode='train' with SyncBatchNorm would sync statistics across ranks holding "
                 "different batches; use mode='eval' or convert back to BatchNorm"
             )
         if cache_graph:
             other = [n for n, t in floating if t.dtype != dtype]
             if other:
-                raise ValueError(
+                raise InputError(
                     f"cache_graph=True needs the model in {dtype}, but {other[0]} is not; "
                     f"convert the model (e.g. model.to({dtype})) or pass cache_graph=False"
                 )
         if hasattr(batches, "__len__") and len(batches) == 0 and not self._allows_empty():
-            raise ValueError("batches is empty; pass at least one (inputs, targets) batch")
+            raise InputError("batches is empty; pass at least one (inputs, targets) batch")
         self.model, self.loss_fn, self.batches = model, loss_fn, batches
         self.dtype, self.mode, self.cache_graph = dtype, mode, cache_graph
         self.device = self.params[0].device
@@ -148,7 +149,7 @@ class HessianOperator:
                 total[-1] += num
             self._reduce(total)
         if total[-1] <= 0:
-            raise ValueError(
+            raise InputError(
                 "batches yielded no samples (empty list, or a one-shot generator read "
                 "twice); pass a list of batches"
             )
@@ -202,7 +203,7 @@ class HessianOperator:
                 f"pass v.to({self.dtype})"
             )
         if v.ndim not in (1, 2) or v.shape[0] != self.size:
-            raise ValueError(
+            raise InputError(
                 f"op @ v: v has shape {tuple(v.shape)}; expected ({self.size},) or "
                 f"({self.size}, m): one entry per selected parameter"
             )
@@ -231,17 +232,17 @@ class HessianOperator:
         loss, num = out[0], float(out[1])
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"loss_fn must return a scalar mean loss, got {shape}; reduce it with .mean()")
+            raise InputError(f"loss_fn must return a scalar mean loss, got {shape}; reduce it with .mean()")
         if num <= 0:
             return None
         if not loss.requires_grad:
-            raise ValueError(
+            raise InputError(
                 "the loss has no autograd graph (computed under torch.no_grad() or detached?); "
                 "compute it with gradients enabled"
             )
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         if not any(g is not None and g.grad_fn is not None for g in grads):
-            raise ValueError(
+            raise InputError(
                 "the gradient has no second-derivative path (no grad_fn): the loss is linear in "
                 "the selected parameters, or the model detaches / uses a once-differentiable op"
             )

@@ -8,6 +8,7 @@ from alternet_pl.analysis.hessian._vectors import gaussian, orthogonalise
 from alternet_pl.analysis.hessian.eigen import Which
 from alternet_pl.analysis.hessian.operator import LinearOperatorLike
 from alternet_pl.analysis.progress import progress
+from alternet_pl.errors import InputError
 
 __all__ = ["power_eigenpairs"]
 
@@ -23,7 +24,7 @@ def power_eigenpairs(
     shift, sign, rho = 0.0, 1.0, 0.0
     if which in ("LA", "SA", "BE"):
         if which == "BE":
-            raise ValueError("method='power' supports which='LA', 'SA', 'LM'; use method='lanczos' for 'BE'")
+            raise InputError("method='power' supports which='LA', 'SA', 'LM'; use method='lanczos' for 'BE'")
         rho = _power_loop(op, [], 1.0, 0.0, tol, max_iter, gen)[0]
         sign = 1.0 if which == "LA" else -1.0
         shift = abs(rho) * 1.01  # sign*H + shift*I is positive semi-definite: its top is H's LA/SA

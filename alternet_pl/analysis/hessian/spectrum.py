@@ -15,6 +15,7 @@ from alternet_pl.analysis.hessian.lanczos import top_eigenvalues
 from alternet_pl.analysis.hessian.operator import BatchNormMode, HessianOperator
 from alternet_pl.analysis.params import ParamSelection
 from alternet_pl.analysis.progress import progress
+from alternet_pl.errors import InputError
 
 __all__ = ["SpectrumResult", "max_eigenvalue_spectrum"]
 
@@ -61,7 +62,7 @@ def max_eigenvalue_spectrum(
     """
     batches = list(batches)
     if not batches:
-        raise ValueError("batches is empty; pass at least one (inputs, targets) batch")
+        raise InputError("batches is empty; pass at least one (inputs, targets) batch")
     rank, world = rank_and_world() if shard else (0, 1)
     if world > 1:
         check_same_batches(batches, "max_eigenvalue_spectrum")

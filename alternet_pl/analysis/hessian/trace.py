@@ -13,6 +13,7 @@ from alternet_pl.analysis.hessian._vectors import rademacher
 from alternet_pl.analysis.hessian.adapters import CountingOperator, as_operator
 from alternet_pl.analysis.hessian.operator import LinearOperatorLike
 from alternet_pl.analysis.progress import progress
+from alternet_pl.errors import InputError
 
 __all__ = ["TRACE_METHODS", "TraceMethod", "TraceResult", "trace"]
 
@@ -45,10 +46,10 @@ def trace(
     Raises ValueError for an unknown method or too few samples (hutchinson >= 2, hutch++ >= 4).
     """
     if method not in TRACE_METHODS:
-        raise ValueError(f"method={method!r}; choose one of {TRACE_METHODS}")
+        raise InputError(f"method={method!r}; choose one of {TRACE_METHODS}")
     need = 2 if method == "hutchinson" else 4
     if num_samples < need:
-        raise ValueError(f"trace({method}) needs num_samples >= {need}, got {num_samples}")
+        raise InputError(f"trace({method}) needs num_samples >= {need}, got {num_samples}")
     op = CountingOperator(as_operator(op))
     gen = torch.Generator().manual_seed(seed)
     n, kw = op.size, dict(dtype=op.dtype, device=op.device)

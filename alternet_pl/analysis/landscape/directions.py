@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.params import trainable_parameters
+from alternet_pl.errors import InputError
 
 __all__ = [
     "IGNORES",
@@ -108,7 +109,7 @@ def normalise(d: torch.Tensor, w: torch.Tensor, norm: Norm) -> torch.Tensor:
     elif norm == "official":
         out = d64 * w64.norm(dim=0, keepdim=True) / (d64.norm(dim=0, keepdim=True) + 1e-7)
     else:
-        raise ValueError(f"norm={norm!r} not understood; choose one of {NORMS}")
+        raise InputError(f"norm={norm!r} not understood; choose one of {NORMS}")
     return out.to(dtype=w.dtype)
 
 
@@ -129,11 +130,11 @@ def random_directions(
     Raises ValueError for a bad `n`, `norm` or `ignore`, or a model without trainable parameters.
     """
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"random_directions: n={n!r}; pass the number of directions, an int >= 1")
+        raise InputError(f"random_directions: n={n!r}; pass the number of directions, an int >= 1")
     if norm not in NORMS:
-        raise ValueError(f"random_directions: norm={norm!r} not understood; choose one of {NORMS}")
+        raise InputError(f"random_directions: norm={norm!r} not understood; choose one of {NORMS}")
     if ignore not in IGNORES:
-        raise ValueError(f"random_directions: ignore={ignore!r} not understood; choose one of {IGNORES}")
+        raise InputError(f"random_directions: ignore={ignore!r} not understood; choose one of {IGNORES}")
     params = trainable_parameters(model)
     official = norm == "official"
     if skip is None:
@@ -163,7 +164,7 @@ def directions_from_flat(model: nn.Module, vectors: np.ndarray | torch.Tensor) -
     vecs = vecs.reshape(1, -1) if vecs.ndim == 1 else vecs
     total = sum(p.numel() for p in params.values())
     if vecs.shape[1] != total:
-        raise ValueError(
+        raise InputError(
             f"directions_from_flat: vectors have {vecs.shape[1]} entries but the model has {total} "
             "trainable parameters: they were made for another architecture"
         )

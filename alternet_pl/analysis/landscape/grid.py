@@ -22,6 +22,7 @@ from alternet_pl.analysis.params import trainable_parameters
 from alternet_pl.analysis.progress import progress as progress_bar
 from alternet_pl.analysis.state import restore_state, to_device
 from alternet_pl.analysis.weight_decay import WeightDecayLoss
+from alternet_pl.errors import InputError
 
 __all__ = ["LandscapeGrid", "evaluate_grid"]
 
@@ -40,7 +41,7 @@ def _check_directions(dirs: Sequence[Directions], params: dict[str, nn.Parameter
         missing = [n for n in params if n not in d]
         extra = [n for n in d if n not in params]
         if missing or extra:
-            raise ValueError(
+            raise InputError(
                 f"evaluate_grid: direction {k} does not match the model's trainable parameters: "
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), unexpected "
                 f"{extra[:5]}{'...' if len(extra) > 5 else ''} ({len(extra)}). Directions must come from "
@@ -53,7 +54,7 @@ def _check_directions(dirs: Sequence[Directions], params: dict[str, nn.Parameter
             if d[n].shape != p.shape
         ]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"evaluate_grid: direction {k} has shapes that differ from the model's: {bad[:5]}; "
                 "regenerate the directions with random_directions(model) for this model"
             )
@@ -61,12 +62,12 @@ def _check_directions(dirs: Sequence[Directions], params: dict[str, nn.Parameter
 
 def _check_coords(coords: Sequence, n_dirs: int) -> list[np.ndarray]:
     if isinstance(coords, np.ndarray | torch.Tensor) and np.ndim(coords) == 1:
-        raise ValueError(
+        raise InputError(
             "evaluate_grid: coords must hold one 1-D sequence per direction, e.g. [np.linspace(-1, 1, 21)] "
             "for one direction (got a single 1-D array)"
         )
     if len(coords) != n_dirs:
-        raise ValueError(
+        raise InputError(
             f"evaluate_grid: got {len(coords)} coordinate sequences for {n_dirs} directions; "
             "pass exactly one 1-D sequence per direction"
         )
@@ -74,12 +75,12 @@ def _check_coords(coords: Sequence, n_dirs: int) -> list[np.ndarray]:
     for k, c in enumerate(coords):
         arr = np.asarray(c.cpu() if isinstance(c, torch.Tensor) else c, dtype=np.float64)
         if arr.ndim != 1 or arr.size == 0:
-            raise ValueError(
+            raise InputError(
                 f"evaluate_grid: coords[{k}] has shape {arr.shape}; each must be a non-empty 1-D "
                 "sequence such as np.linspace(-1, 1, 21)"
             )
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"evaluate_grid: coords[{k}] contains NaN or inf; pass finite coordinates")
+            raise InputError(f"evaluate_grid: coords[{k}] contains NaN or inf; pass finite coordinates")
         out.append(arr)
     return out
 
@@ -128,7 +129,7 @@ def _eval_cell(
             if len(out) == 4:
                 per_sample = torch.as_tensor(out[3], device=device).detach().double().reshape(-1)
                 if per_sample.numel() != n:
-                    raise ValueError(
+                    raise InputError(
                         f"evaluate_grid: loss_fn returned {per_sample.numel()} per-sample losses for "
                         f"{n} samples; return one loss per sample (reduction='none')"
                     )
@@ -173,7 +174,7 @@ def evaluate_grid(
     device = next(iter(params.values())).device
     batches = [to_device(b, device) for b in batches]
     if not batches:
-        raise ValueError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
+        raise InputError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
     decay = loss_fn if isinstance(loss_fn, WeightDecayLoss) and loss_fn.weight_decay else None
     data_loss = decay.loss_fn if decay is not None else loss_fn
     shape = tuple(len(a) for a in axes)
