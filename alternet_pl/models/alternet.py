@@ -30,8 +30,9 @@ from .blocks import (
     PostActBottleneck,
     PreActBasicBlock,
     PreActBottleneck,
-    conv3x3,
+    Stem,
 )
+from .layout import STEMS, check_arguments, check_style, check_window, place_msas, resolve_layout
 from .taps import Tap
 
 __all__ = ["AlterNet", "place_msas", "resolve_layout"]
@@ -48,79 +49,6 @@ _CONV_BLOCKS = {
     ("postact", "basic"): PostActBasicBlock,
     ("postact", "bottleneck"): PostActBottleneck,
 }
-_STEMS = {"cifar": (1, 4, 32), "imagenet": (4, 7, 224)}  # stem -> (reduction, default window, img size)
-
-
-def place_msas(depths: Sequence[int], msa_per_stage: Sequence[int]) -> tuple[str, ...]:
-    """The official placement: a stage of n blocks with k MSAs is ``"C" * (n - 2k) + "CM" * k``."""
-    if len(msa_per_stage) != len(depths):
-        raise InputError(
-            f"msa_per_stage={tuple(msa_per_stage)} has {len(msa_per_stage)} entries; it needs one per "
-            f"stage, {len(depths)} for depths={tuple(depths)}"
-        )
-    layout = []
-    for i, (n, k) in enumerate(zip(depths, msa_per_stage)):
-        if not isinstance(k, int) or k < 0 or 2 * k > n:
-            raise InputError(
-                f"msa_per_stage[{i}]={k!r} does not fit stage {i} of {n} blocks: the rule "
-                f"C*(n-2k)+(CM)*k needs 2k <= n, so valid values are 0..{n // 2}"
-            )
-        layout.append("C" * (n - 2 * k) + "CM" * k)
-    return tuple(layout)
-
-
-def resolve_layout(
-    depths: Sequence[int],
-    layout: Sequence[str] | None = None,
-    msa_per_stage: Sequence[int] | None = None,
-) -> tuple[str, ...]:
-    """Check ``layout`` (or build it from ``msa_per_stage``) against ``depths``; all-conv if both None."""
-    if layout is not None and msa_per_stage is not None:
-        raise InputError("pass either layout=[...] or msa_per_stage=(...), not both")
-    if msa_per_stage is not None:
-        return place_msas(depths, msa_per_stage)
-    if layout is None:
-        return tuple("C" * n for n in depths)
-    if isinstance(layout, str) or len(layout) != len(depths):
-        raise InputError(
-            f"layout={layout!r} must be a list of {len(depths)} strings, one per stage "
-            f"(depths={tuple(depths)}), e.g. {list(place_msas(depths, [0] * len(depths)))}"
-        )
-    for i, (s, n) in enumerate(zip(layout, depths)):
-        if not isinstance(s, str):
-            raise InputError(f"layout[{i}]={s!r} must be a string of 'C' and 'M' letters")
-        bad = sorted(set(s) - {"C", "M"})
-        if bad:
-            raise InputError(
-                f"layout[{i}]={s!r} has letter(s) {bad}; "
-                "valid letters are 'C' (conv block) and 'M' (MSA block)"
-            )
-        if len(s) != n:
-            raise InputError(
-                f"layout[{i}]={s!r} has {len(s)} blocks but stage {i} has {n} (depths={tuple(depths)}); "
-                "give each stage exactly its block count, or pass depths=... as well"
-            )
-    return tuple(layout)
-
-
-class Stem(nn.Module):
-    """CIFAR: conv3x3 stride 1. ImageNet: conv7x7 stride 2 + 3x3 max-pool stride 2.
-
-    Pre-activation models put no BN-ReLU here (the first block normalises); post-activation ones do.
-    """
-
-    def __init__(self, kind: str, in_chans: int, width: int, postact: bool) -> None:
-        super().__init__()
-        if kind == "cifar":
-            self.conv = conv3x3(in_chans, width)
-        else:
-            self.conv = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.norm = nn.BatchNorm2d(width) if postact else nn.Identity()
-        self.act = nn.ReLU() if postact else nn.Identity()
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if kind == "imagenet" else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.act(self.norm(self.conv(x))))
 
 
 class AlterNet(nn.Module):
@@ -160,71 +88,31 @@ class AlterNet(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if block not in ("basic", "bottleneck"):
-            raise InputError(f"block={block!r}; valid values are 'basic' and 'bottleneck'")
-        if stem not in _STEMS:
-            raise InputError(f"stem={stem!r}; valid values are {sorted(_STEMS)}")
-        if block_style not in ("preact", "postact"):
-            raise InputError(f"block_style={block_style!r}; valid values are 'preact' and 'postact'")
+        check_arguments(block, stem, block_style, depths, widths=widths, num_heads=num_heads)
         depths = tuple(depths)
-        if not depths or any(not isinstance(n, int) or n < 1 for n in depths):
-            raise InputError(f"depths={depths!r} must be positive block counts, one per stage")
-        for name, seq in (("widths", widths), ("num_heads", num_heads)):
-            if len(seq) != len(depths):
-                raise InputError(
-                    f"{name}={tuple(seq)} needs one entry per stage ({len(depths)}, from depths)"
-                )
         self.layout = resolve_layout(depths, layout, msa_per_stage)
-        if block_style == "postact" and any("M" in s for s in self.layout):
-            raise InputError(
-                f"block_style='postact' is the post-activation ResNet baseline and takes no MSA blocks, "
-                f"but the layout is {list(self.layout)}; use block_style='preact' for AlterNets"
-            )
-        reduction, default_window, default_img = _STEMS[stem]
-        self.window_size = window = default_window if window_size is None else window_size
+        check_style(block_style, self.layout)
+        reduction, default_window, default_img = STEMS[stem]
+        self.window_size = default_window if window_size is None else window_size
         img_size = default_img if img_size is None else img_size
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
         self.num_classes, self.drop_rate, self.block_style = num_classes, drop_rate, block_style
         postact = block_style == "postact"
-        conv_block = _CONV_BLOCKS[(block_style, block)]
-        expansion = conv_block.expansion
         self.stem = Stem(stem, in_chans, stem_width, postact)
         self.feature_info = [dict(num_chs=stem_width, reduction=reduction, module="stem")]
-
         total = sum(depths)
         rates = [drop_path_rate * j / (total - 1) if total > 1 else 0.0 for j in range(total)]
+        msa = dict(head_dim=head_dim, window_size=self.window_size, rel_pos_per_head=rel_pos_per_head)
         hw = [-(-s // reduction) for s in img_hw]  # stride-2 convs / pools with padding round up
-        in_chs, idx, stages = stem_width, 0, []
+        in_chs, stages = stem_width, []
         for i, (letters, planes, heads) in enumerate(zip(self.layout, widths, num_heads)):
             stride = 1 if i == 0 else 2
-            hw = [-(-s // stride) for s in hw]
-            reduction *= stride
-            if "M" in letters and (hw[0] % window or hw[1] % window):
-                raise InputError(
-                    f"window_size={window} does not divide the {hw[0]}x{hw[1]} feature map of stage {i} "
-                    f"(layout[{i}]={letters!r}, img_size={img_hw[0]}x{img_hw[1]}, stem={stem!r}); use a "
-                    f"window that divides {hw[0]}x{hw[1]}, another img_size, or no 'M' in that stage"
-                )
-            blocks = []
-            for j, letter in enumerate(letters):
-                s = stride if j == 0 else 1
-                if letter == "M":
-                    blk = MSABlock(
-                        in_chs,
-                        planes,
-                        s,
-                        rates[idx],
-                        num_heads=heads,
-                        head_dim=head_dim,
-                        window_size=window,
-                        rel_pos_per_head=rel_pos_per_head,
-                        expansion=expansion,
-                    )
-                else:
-                    blk = conv_block(in_chs, planes, s, rates[idx])
-                blocks.append(blk)
-                in_chs, idx = planes * expansion, idx + 1
+            hw, reduction = [-(-s // stride) for s in hw], reduction * stride
+            check_window(self.window_size, hw, i, letters, img_hw, stem)
+            conv_block, msa_args = _CONV_BLOCKS[(block_style, block)], dict(msa, num_heads=heads)
+            blocks, in_chs = _stage_blocks(letters, conv_block, in_chs, planes, stride, rates, msa_args)
+            rates = rates[len(letters) :]  # the next stage continues the linear ramp
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
@@ -293,6 +181,28 @@ class AlterNet(nn.Module):
         taps["pool"] = Tap(self.global_pool, "pool")
         taps["head"] = Tap(self.fc, "head")
         return taps
+
+
+def _stage_blocks(
+    letters: str,
+    conv_block: type[nn.Module],
+    in_chs: int,
+    planes: int,
+    stride: int,
+    rates: Sequence[float],
+    msa_args: dict[str, Any],
+) -> tuple[list[nn.Module], int]:
+    """The blocks of one stage (the first one strided) and the stage's output channels."""
+    expansion = conv_block.expansion
+    blocks: list[nn.Module] = []
+    for j, (letter, rate) in enumerate(zip(letters, rates)):
+        s = stride if j == 0 else 1
+        if letter == "M":
+            blocks.append(MSABlock(in_chs, planes, s, rate, expansion=expansion, **msa_args))
+        else:
+            blocks.append(conv_block(in_chs, planes, s, rate))
+        in_chs = planes * expansion
+    return blocks, in_chs
 
 
 def _cfg(cifar: bool = True, **kwargs: Any) -> dict[str, Any]:

@@ -265,3 +265,23 @@ class MSABlock(PreActBlock):
                 drop_path=DropPath(drop_path),
             )
         )
+
+
+class Stem(nn.Module):
+    """CIFAR: conv3x3 stride 1. ImageNet: conv7x7 stride 2 + 3x3 max-pool stride 2.
+
+    Pre-activation models put no BN-ReLU here (the first block normalises); post-activation ones do.
+    """
+
+    def __init__(self, kind: str, in_chans: int, width: int, postact: bool) -> None:
+        super().__init__()
+        if kind == "cifar":
+            self.conv = conv3x3(in_chans, width)
+        else:
+            self.conv = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.norm = nn.BatchNorm2d(width) if postact else nn.Identity()
+        self.act = nn.ReLU() if postact else nn.Identity()
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if kind == "imagenet" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.norm(self.conv(x))))
