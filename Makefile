@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= smoke
-# reproduce-figures: RUNS="runs/a runs/b" redraws from existing runs only; OUT is where the report goes;
+# reproduce-figures: SCALE (a configs/scales/<SCALE>.yaml) trains then draws; RUNS="runs/a runs/b" redraws from existing runs only; OUT is where the report goes;
 # DATA_DIR holds cifar-100-python/ (and CIFAR-100-C/) for SCALE=paper
 RUNS ?=
 OUT ?= figures
@@ -48,7 +48,7 @@ reproduce-figures: install
 ifneq ($(strip $(RUNS)),)
 	$(PY) -m alternet_pl.report $(RUNS) --out $(OUT)
 else
-	DATA_DIR=$(DATA_DIR) $(PY) -m alternet_pl.report --scale $(SCALE) --out $(OUT)
+	DATA_DIR=$(DATA_DIR) $(PY) -m alternet_pl.reproduce --scale $(SCALE) --out $(OUT)
 endif
 
 clean-runs:

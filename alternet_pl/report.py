@@ -5,16 +5,14 @@ Reads only what runs wrote (`config.yaml`, `metrics.csv`, `analysis/<name>/*`; s
 every comparison figure the runs have data for (PNG and PDF), `table_results.md`, `report.md` and a
 static `index.html` (opens from disk; images by relative path) with the results table, each figure
 with what the paper shows there and what these runs show, and the missing or failed analyses of each
-run. `--scale smoke|paper` first trains the paper's model trio (and the build-up series) with the
-analysis suite (`make reproduce-figures`); `--wandb` also logs the figures and the table to a W&B run
-of their own.
+run. `--wandb` also logs the figures and the table to a W&B run of their own. The report only draws:
+`python -m alternet_pl.reproduce --scale smoke|paper` trains a scale's runs first, then calls it.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,111 +20,28 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
 
 from alternet_pl.analysis.results import write_figure, write_text  # noqa: E402
 from alternet_pl.errors import InputError, run_command  # noqa: E402
 from alternet_pl.plots import compare  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
 from alternet_pl.plots.rundata import ANALYSIS_NAMES, Run, load_run  # noqa: E402
-from alternet_pl.runs import global_rank_from_env  # noqa: E402
+from alternet_pl.runs import has_results  # noqa: E402
 
 __all__ = [
     "FIGURE_FORMATS",
-    "SCALES",
-    "SMOKE_CORRUPTIONS",
     "Report",
+    "add_render_arguments",
     "build_report",
+    "check_render_arguments",
     "main",
     "missing_analyses",
+    "render",
     "results_table",
-    "scale_arguments",
-    "train_scale",
-    "write_smoke_corruptions",
 ]
 
 #: every figure is written in these formats
 FIGURE_FORMATS = ("png", "pdf")
-
-_SMOKE_ANALYSIS = "configs/analysis/smoke.yaml"
-#: where `--scale smoke` writes its synthetic corrupted set (configs/analysis/smoke.yaml reads it)
-SMOKE_CORRUPTIONS = Path("data/SYNTHETIC-C")
-
-
-def _layout(stages: Sequence[str]) -> str:
-    return "--model.model_kwargs={layout: [" + ", ".join(stages) + "]}"
-
-
-#: every smoke run trains on 1000 synthetic images (3 epochs): half the quickstart's, so that the whole
-#: smoke scale fits 15 minutes on 2 cores and accuracies stay below saturation
-_SMOKE_DATA = "--data.init_args.num_train=1000"
-
-#: what each scale trains: (label, config files, extra flags). At the smoke scale the trio states its
-#: layout, so ResNet (0 MSAs) and AlterNet (2) are also points of the build-up curve, between the
-#: micro build-up steps with 1 and 3 MSAs (trained without analyses).
-SCALES: dict[str, list[tuple[str, list[str], list[str]]]] = {
-    "smoke": [
-        (
-            name,
-            ["experiments/quickstart.yaml", _SMOKE_ANALYSIS],
-            [f"--model.model={model}", *extra, _SMOKE_DATA, f"--experiment=smoke_{name}"],
-        )
-        for name, model, extra in (
-            ("resnet", "resnet_cifar_micro", [_layout(["C", "C", "CC", "CC"])]),
-            ("vit", "vit_cifar_micro", []),
-            ("alternet", "alternet_cifar_micro", [_layout(["C", "C", "CM", "CM"])]),
-        )
-    ]
-    + [
-        (
-            f"buildup_{k}",
-            ["experiments/quickstart.yaml"],
-            [
-                "--model.model=alternet_cifar_micro",
-                _layout(stages),
-                _SMOKE_DATA,
-                f"--experiment=smoke_buildup_{k}msa",
-            ],
-        )
-        for k, stages in ((1, ["C", "C", "CC", "CM"]), (3, ["C", "M", "CM", "CM"]))
-    ],
-    "paper": [
-        (name, [f"experiments/{exp}.yaml", "configs/analysis/paper.yaml"], [])
-        for name, exp in (
-            ("resnet", "resnet50_cifar100"),
-            ("vit", "vit_ti_cifar100"),
-            ("alternet", "alter_r50"),
-        )
-    ]
-    + [
-        (f"buildup_{k}", ["experiments/alter_r50.yaml", f"experiments/buildup/step_{k}.yaml"], [])
-        for k in range(7)
-    ],
-}
-
-
-def scale_arguments(scale: str, data_dir: str | None = None, slurm: bool | None = None) -> list[list[str]]:
-    """The `fit` arguments of each run of a scale. At the paper scale: the trainer config
-    (configs/trainer/slurm.yaml inside a SLURM job, else ddp.yaml), CIFAR-100 from `data_dir`
-    (default $DATA_DIR or data/), and the corruption analysis when `<data_dir>/CIFAR-100-C` exists."""
-    out = []
-    for _, configs, flags in SCALES[scale]:
-        args = [a for c in configs for a in ("--config", c)] + list(flags)
-        if scale == "paper":
-            data_dir = data_dir or os.environ.get("DATA_DIR") or "data"
-            slurm = bool(os.environ.get("SLURM_JOB_ID")) if slurm is None else slurm
-            args[2:2] = ["--config", f"configs/trainer/{'slurm' if slurm else 'ddp'}.yaml"]
-            args.append(f"--data.init_args.root={data_dir}")
-            corrupted = Path(data_dir) / "CIFAR-100-C"
-            if "configs/analysis/paper.yaml" in configs and corrupted.is_dir():
-                args += [
-                    "--analyses+=alternet_pl.callbacks.robustness.CorruptionCallback",
-                    f"--analyses.root={corrupted}",
-                    "--analyses.image_size=32",
-                ]
-        out.append(args)
-    return out
-
 
 #: the table's training columns: (metrics.csv key, "max"/"min" for the best value)
 METRIC_COLUMNS = (("val/acc1", "max"), ("val/acc5", "max"), ("val/nll", "min"), ("val/ece", "min"))
@@ -340,67 +255,9 @@ def build_report(
     return report
 
 
-def write_smoke_corruptions(root: Path = SMOKE_CORRUPTIONS, num_images: int = 500, seed: int = 7) -> Path:
-    """A small CIFAR-C-layout set from the synthetic images (`<corruption>.npy` of 5 severities +
-    `labels.npy`): Gaussian noise, a box blur (defocus), contrast and brightness, each harder with the
-    severity. Noise and blur hit the high-frequency texture cue, contrast both cues. Returns `root`."""
-    from alternet_pl.data.synthetic import make_synthetic
-
-    images, labels = make_synthetic(num_images, seed=seed)
-    x = images.astype(np.float64) / 255.0
-    rng = np.random.default_rng(seed)
-
-    def blur(a: np.ndarray, r: int) -> np.ndarray:
-        out = np.zeros_like(a)
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                out += np.roll(a, (dy, dx), axis=(1, 2))
-        return out / (2 * r + 1) ** 2
-
-    corrupt = {
-        "gaussian_noise": lambda a, s: a + rng.normal(0, (0.04, 0.08, 0.12, 0.18, 0.26)[s - 1], a.shape),
-        "defocus_blur": lambda a, s: blur(a, s),
-        "contrast": lambda a, s: (
-            (a - a.mean((1, 2, 3), keepdims=True)) * (0.7, 0.5, 0.35, 0.2, 0.1)[s - 1]
-            + a.mean((1, 2, 3), keepdims=True)
-        ),
-        "brightness": lambda a, s: a + (0.1, 0.2, 0.3, 0.4, 0.5)[s - 1],
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    for name, fn in corrupt.items():
-        stack = np.concatenate([fn(x, s) for s in range(1, 6)])
-        np.save(root / f"{name}.npy", (np.clip(stack, 0, 1) * 255).round().astype(np.uint8))
-    np.save(root / "labels.npy", np.tile(labels, 5))
-    return root
-
-
-def train_scale(scale: str) -> list[Path]:
-    """Train the scale's runs (with their analyses) and return their run directories."""
-    from alternet_pl import fit
-
-    if scale == "smoke":
-        write_smoke_corruptions()
-    runs = []
-    for args in scale_arguments(scale):
-        cli = fit.main(args)
-        runs.append(cli.run_dir)
-    return runs
-
-
-def _has_results(run: Path) -> bool:
-    """Whether a run directory holds any logged metric row or analysis result to draw."""
-    metrics = run / "metrics.csv"
-    if metrics.is_file() and len(metrics.read_text().splitlines()) > 1:
-        return True
-    return any(p for p in run.glob("analysis/*/*.json") if not p.name.endswith(".error.json"))
-
-
-def main(argv: Sequence[str] | None = None) -> Report | None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("runs", nargs="*", type=Path, help="run directories (runs/<experiment>/<version>)")
-    parser.add_argument("--scale", choices=sorted(SCALES), help="train the runs first (smoke: CPU minutes)")
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    """The drawing options (`--out`, `--official-csv`, `--wandb`, `--wandb-project`), shared with
+    `alternet_pl.reproduce`."""
     parser.add_argument("--out", type=Path, default=Path("figures"), help="where figures and pages go")
     parser.add_argument(
         "--official-csv",
@@ -413,23 +270,19 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
         "--wandb", action="store_true", help="also log the figures and the table to a W&B run of their own"
     )
     parser.add_argument("--wandb-project", default="alternet-pl", help="W&B project (default alternet-pl)")
-    args = parser.parse_args(argv)
-    runs = list(args.runs)
-    for run in runs:
-        try:
-            load_run(run)
-        except ValueError as err:
-            parser.error(str(err))
+
+
+def check_render_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through `parser.error` (one line, exit 2) when an `--official-csv` file does not exist."""
     for path in args.official_csv:
         if not path.is_file():
             parser.error(f"--official-csv {path} does not exist")
-    if args.scale:
-        runs += train_scale(args.scale)
-        if global_rank_from_env() != 0:  # under SLURM every task trained; rank 0 draws
-            return None
-    if not runs:
-        parser.error("give run directories or --scale smoke|paper")
-    empty = [str(run) for run in runs if not _has_results(run)]
+
+
+def render(runs: Sequence[Path], args: argparse.Namespace) -> Report:
+    """Draw the report of `runs` into `args.out` (and W&B with `args.wandb`); print what was written.
+    Raises `InputError` when none of the runs holds a result."""
+    empty = [str(run) for run in runs if not has_results(run)]
     if len(empty) == len(runs):
         raise InputError(
             f"no results in {', '.join(empty)}: no metrics.csv rows and no analysis result files; "
@@ -443,6 +296,27 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
         url = log_report(report, args.out, project=args.wandb_project)
         print(f"W&B comparison run: {url}")
     return report
+
+
+def main(argv: Sequence[str] | None = None) -> Report:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories (runs/<experiment>/<version>)")
+    parser.add_argument("--scale", help=argparse.SUPPRESS)  # moved: a one-line pointer below
+    add_render_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.scale:
+        parser.error(f"the report only draws; to train: python -m alternet_pl.reproduce --scale {args.scale}")
+    if not args.runs:
+        parser.error("give run directories (to train first: python -m alternet_pl.reproduce --scale smoke)")
+    for run in args.runs:
+        try:
+            load_run(run)
+        except ValueError as err:
+            parser.error(str(err))
+    check_render_arguments(parser, args)
+    return render(list(args.runs), args)
 
 
 if __name__ == "__main__":

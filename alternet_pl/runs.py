@@ -36,6 +36,15 @@ def _make_parent(parent: Path) -> None:
         raise InputError(f"the run folder {parent} is not writable; pass --runs_dir=<a writable folder>")
 
 
+def has_results(run_dir: str | os.PathLike) -> bool:
+    """Whether a run directory holds any logged metric row or analysis result to draw."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file() and len(metrics.read_text().splitlines()) > 1:
+        return True
+    return any(p for p in run_dir.glob("analysis/*/*.json") if not p.name.endswith(".error.json"))
+
+
 def job_version() -> str | None:
     """`job_<id>` under SLURM / torchrun (the same on every rank and after a requeue), else None."""
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")

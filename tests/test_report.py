@@ -249,21 +249,3 @@ def test_smoke_suite_config_builds_every_analysis():
     assert set(by_name) == set(report.ANALYSIS_NAMES)
     assert by_name["hessian"].spectrum.enabled and by_name["hessian"].data.num_batches >= 8
     assert len(by_name["freq_noise"].freqs) == 9
-
-
-def test_paper_scale_arguments(tmp_path):
-    (tmp_path / "CIFAR-100-C").mkdir()
-    args = report.scale_arguments("paper", data_dir=str(tmp_path), slurm=True)
-    assert len(args) == 3 + 7  # the trio and the seven build-up steps
-    trio, step = args[0], args[-1]
-    assert trio[:6] == [
-        "--config",
-        "experiments/resnet50_cifar100.yaml",
-        "--config",
-        "configs/trainer/slurm.yaml",
-        "--config",
-        "configs/analysis/paper.yaml",
-    ]
-    assert f"--data.init_args.root={tmp_path}" in trio and f"--analyses.root={tmp_path}/CIFAR-100-C" in trio
-    assert "experiments/buildup/step_6.yaml" in step and not any("analyses" in a for a in step)
-    assert "configs/trainer/ddp.yaml" in report.scale_arguments("paper", data_dir="d", slurm=False)[0]

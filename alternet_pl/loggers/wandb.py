@@ -84,7 +84,7 @@ class SafeWandbLogger(WandbLogger):
 
     def finalize(self, status: str) -> None:
         """Lightning's finalize, then end the W&B run: Lightning leaves it open, and a later fit in the
-        same process (e.g. `report --scale smoke`, three fits) would log into it instead of its own."""
+        same process (e.g. `reproduce --scale smoke`, five fits) would log into it instead of its own."""
         self._guard("finalize", super().finalize, status)
         try:
             import wandb

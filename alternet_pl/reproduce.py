@@ -1,0 +1,202 @@
+"""`python -m alternet_pl.reproduce --scale smoke|paper --out DIR`: train a scale's runs, then report.
+
+A scale is a YAML file, `configs/scales/<scale>.yaml` (read from the working directory, like every
+`--config`): which runs to train (each a list of `fit` config files plus arguments), which data to
+make first, and a few rules that depend on the machine (the trainer config inside a SLURM job, the
+data folder, an optional corrupted set). Adding a scale means adding a file; this module only turns
+a scale into `fit` arguments and runs them. The report (`alternet_pl.report`) then draws every figure
+from the run directories; `make reproduce-figures RUNS=...` redraws without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alternet_pl.data.synthetic_corruptions import write_synthetic_corruptions
+from alternet_pl.errors import InputError, run_command
+from alternet_pl.runs import global_rank_from_env
+
+__all__ = [
+    "PREPARE",
+    "SCALES_DIR",
+    "Scale",
+    "ScaleRun",
+    "WhenPresent",
+    "available_scales",
+    "load_scale",
+    "main",
+    "scale_arguments",
+    "train_scale",
+]
+
+#: where the scale files live, relative to the working directory (the repository root)
+SCALES_DIR = Path("configs/scales")
+
+#: data a scale can make before training (its `prepare:` keys): name -> function taking the keywords
+PREPARE: dict[str, Callable[..., Any]] = {"synthetic_corruptions": write_synthetic_corruptions}
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    """One run of a scale: `fit --config c1 [--config c2 ...] args...`."""
+
+    name: str
+    configs: tuple[str, ...]
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WhenPresent:
+    """Arguments added to the runs that use `config` when `<data dir>/<folder>` exists ("{path}" in an
+    argument stands for that folder)."""
+
+    folder: str
+    config: str
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A scale as data: its runs and the machine-dependent rules of `fit_arguments`."""
+
+    name: str
+    runs: tuple[ScaleRun, ...]
+    #: "local" / "slurm" -> trainer config inserted after each run's first config
+    trainer: Mapping[str, str] = field(default_factory=dict)
+    #: append `--data.init_args.root=<data dir>` to every run
+    data_root: bool = False
+    when_present: tuple[WhenPresent, ...] = ()
+    #: `PREPARE` name -> keyword arguments, made before the first run trains
+    prepare: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def fit_arguments(self, data_dir: str | None = None, slurm: bool | None = None) -> list[list[str]]:
+        """The `fit` arguments of each run. `data_dir` defaults to $DATA_DIR, else data/; `slurm`
+        (which trainer config) to whether this process runs inside a SLURM job."""
+        data_dir = data_dir or os.environ.get("DATA_DIR") or "data"
+        slurm = bool(os.environ.get("SLURM_JOB_ID")) if slurm is None else slurm
+        trainer = self.trainer.get("slurm" if slurm else "local")
+        out = []
+        for run in self.runs:
+            args = [a for config in run.configs for a in ("--config", config)] + list(run.args)
+            if trainer:
+                args[2:2] = ["--config", trainer]
+            if self.data_root:
+                args.append(f"--data.init_args.root={data_dir}")
+            for rule in self.when_present:
+                folder = Path(data_dir) / rule.folder
+                if rule.config in run.configs and folder.is_dir():
+                    args += [a.replace("{path}", str(folder)) for a in rule.args]
+            out.append(args)
+        return out
+
+
+def available_scales(folder: Path = SCALES_DIR) -> list[str]:
+    """The scale names (file stems) in `folder`, sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _check_keys(data: Any, allowed: set[str], required: set[str], where: str) -> dict:
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be a mapping, got {type(data).__name__}")
+    if unknown := sorted(set(data) - allowed):
+        raise InputError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    if missing := sorted(required - set(data)):
+        raise InputError(f"{where}: missing key(s) {missing}")
+    return data
+
+
+def load_scale(name: str, folder: Path = SCALES_DIR) -> Scale:
+    """Read and check `<folder>/<name>.yaml`. Raises `InputError` naming the file and the bad key."""
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_scales(folder)) or f"none: no {folder}/*.yaml here"
+        raise InputError(
+            f"no scale {name!r} ({path} not found; run from the repository root); known: {known}"
+        )
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    data = _check_keys(raw, {"runs", "trainer", "data_root", "when_present", "prepare"}, {"runs"}, str(path))
+    runs = []
+    for i, run in enumerate(data["runs"] or []):
+        where = f"{path}: runs[{i}]"
+        run = _check_keys(run, {"name", "configs", "args"}, {"name", "configs"}, where)
+        configs, args = _strings(run["configs"], where), _strings(run.get("args", []), where)
+        runs.append(ScaleRun(str(run["name"]), configs, args))
+    rules = []
+    for i, rule in enumerate(data.get("when_present") or []):
+        where = f"{path}: when_present[{i}]"
+        rule = _check_keys(rule, {"folder", "config", "args"}, {"folder", "config", "args"}, where)
+        rules.append(WhenPresent(str(rule["folder"]), str(rule["config"]), _strings(rule["args"], where)))
+    trainer = _check_keys(data.get("trainer") or {}, {"local", "slurm"}, set(), f"{path}: trainer")
+    prepare = _check_keys(data.get("prepare") or {}, set(PREPARE), set(), f"{path}: prepare")
+    if not runs:
+        raise InputError(f"{path}: `runs` is empty; list at least one run")
+    return Scale(
+        name=name,
+        runs=tuple(runs),
+        trainer={k: str(v) for k, v in trainer.items()},
+        data_root=bool(data.get("data_root", False)),
+        when_present=tuple(rules),
+        prepare={k: dict(v or {}) for k, v in prepare.items()},
+    )
+
+
+def scale_arguments(scale: str, data_dir: str | None = None, slurm: bool | None = None) -> list[list[str]]:
+    """The `fit` arguments of each run of the scale named `scale` (see `Scale.fit_arguments`)."""
+    return load_scale(scale).fit_arguments(data_dir, slurm)
+
+
+def train_scale(scale: Scale, data_dir: str | None = None) -> list[Path]:
+    """Make the scale's data, train its runs (with their analyses); return their run directories."""
+    from alternet_pl import fit
+
+    for name, kwargs in scale.prepare.items():
+        PREPARE[name](**kwargs)
+    return [fit.main(args).run_dir for args in scale.fit_arguments(data_dir)]
+
+
+def main(argv: Sequence[str] | None = None):
+    """Train `--scale`, then write the report of its runs into `--out` (rank 0 only); returns the
+    `alternet_pl.report.Report`, or None on other ranks and with `--print-commands`."""
+    from alternet_pl import report
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    scales = ", ".join(available_scales())
+    parser.add_argument("--scale", required=True, help=f"a scale of {SCALES_DIR}/ ({scales})")
+    parser.add_argument("--data-dir", help="the runs' data folder (default $DATA_DIR, else data)")
+    parser.add_argument(
+        "--print-commands", action="store_true", help="print the fit commands of the scale and stop"
+    )
+    report.add_render_arguments(parser)
+    args = parser.parse_args(argv)
+    scale = load_scale(args.scale)
+    report.check_render_arguments(parser, args)  # before hours of training
+    if args.print_commands:
+        for fit_args in scale.fit_arguments(args.data_dir):
+            print(shlex.join(["python", "-m", "alternet_pl.fit", *fit_args]))
+        return None
+    runs = train_scale(scale, args.data_dir)
+    if global_rank_from_env() != 0:  # under SLURM every task trained; rank 0 draws
+        return None
+    return report.render(runs, args)
+
+
+if __name__ == "__main__":
+    run_command(main, sys.argv[1:])
