@@ -13,6 +13,7 @@ from torch import nn
 
 from alternet_pl.analysis import fourier, freq, lesion, robustness, variance
 from alternet_pl.analysis.features import as_feature_map, collect_features, select_taps
+from alternet_pl.errors import InputError
 from alternet_pl.models.taps import Tap
 from tests.distributed import run_distributed
 
@@ -215,10 +216,10 @@ def test_collector_vit_attention_and_mlp_steps():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
-def test_unknown_layer_and_missing_analysis_layers_raise():
+def test_unknown_layer_and_model_without_blocks_raise():
     with pytest.raises(ValueError, match="choose from"):
         select_taps(TinyCNN(), names=["b3"])
-    with pytest.raises(TypeError, match="analysis_layers"):
+    with pytest.raises(InputError, match="found no blocks in Linear"):  # nothing to discover
         select_taps(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="exclude this layer"):  # the head output is not a feature map
         fourier.model_delta_log_amplitude(TinyCNN(), batches(1), kinds=None)

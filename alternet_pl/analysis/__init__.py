@@ -10,6 +10,7 @@ Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``
     robustness.py   frequency-band noise and corruptions   freq.py        band masks and noise
     calibration.py  the one accuracy / NLL / ECE definition
     features.py     the one feature collector (taps)       params.py      parameter selection
+    layers.py       the points of a depth curve of any model (analysis_layers() or discovered)
     loss.py         the clean loss                          weight_decay.py  the penalty forms
     state.py        restore_state, eval_mode                progress.py    the progress-bar rule
     dist.py         torch.distributed helpers               results.py     the atomic result writer
@@ -24,6 +25,7 @@ __all__ = [
     "freq",
     "hessian",
     "landscape",
+    "layers",
     "lesion",
     "loss",
     "params",

@@ -1,4 +1,4 @@
-"""The one feature collector: forward hooks on a model's `analysis_layers()` taps -> {name: tensor}.
+"""The one feature collector: forward hooks on a model's taps (`analysis.layers`) -> {name: tensor}.
 
 Fourier, variance and lesion analyses all go through it. A tap with ``point="output"`` captures the
 module's output (forward hook); ``point="input"`` its first positional input (forward pre-hook),
@@ -19,16 +19,21 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
+from alternet_pl.analysis.layers import DEFAULT_KINDS, model_layers, select_taps
 from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
 from alternet_pl.models.taps import Tap
 
 __all__ = [
+    "DEFAULT_KINDS",
     "as_feature_map",
     "capture",
     "check_reached",
     "collect_features",
+    "depth_summary",
+    "feature_sizes",
+    "first_images",
     "is_channels_last",
     "layer_kinds",
     "map_batches",
@@ -36,47 +41,6 @@ __all__ = [
     "per_kind_mean",
     "select_taps",
 ]
-
-
-#: the block outputs the feature analyses look at by default
-DEFAULT_KINDS = ("stem", "conv", "msa", "mlp")
-
-
-def select_taps(
-    model: nn.Module,
-    names: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    need_branch: bool = False,
-) -> OrderedDict[str, Tap]:
-    """The model's taps, in model order, optionally restricted to ``names`` and/or ``kinds``."""
-    if not hasattr(model, "analysis_layers"):
-        raise TypeError(
-            f"{type(model).__name__} has no analysis_layers(): use an alternet_pl model "
-            "(timm.create_model('alternet_cifar_micro', ...) etc.) or add analysis_layers() returning "
-            "OrderedDict[str, alternet_pl.models.taps.Tap]"
-        )
-    taps: OrderedDict[str, Tap] = OrderedDict(model.analysis_layers())
-    if names is not None:
-        unknown = [n for n in names if n not in taps]
-        if unknown:
-            raise InputError(
-                f"layer(s) {unknown} not in {type(model).__name__}.analysis_layers(); "
-                f"choose from {list(taps)}"
-            )
-        taps = OrderedDict((n, t) for n, t in taps.items() if n in set(names))
-    if kinds is not None:
-        taps = OrderedDict((n, t) for n, t in taps.items() if t.kind in set(kinds))
-    if need_branch:
-        missing = [n for n, t in taps.items() if t.branch is None]
-        if names is not None and missing:
-            raise InputError(f"layer(s) {missing} have no residual branch to lesion; drop them from `layers`")
-        taps = OrderedDict((n, t) for n, t in taps.items() if t.branch is not None)
-    if not taps:
-        raise InputError(
-            f"no analysis layers left in {type(model).__name__} after names={names}, kinds={kinds}; "
-            f"available: {[(n, t.kind) for n, t in model.analysis_layers().items()]}"
-        )
-    return taps
 
 
 def _first_tensor(value: Any) -> torch.Tensor:
@@ -203,9 +167,42 @@ def map_batches(fn: Callable[[int, Any], Any], batches: Iterable, desc: str = ""
 
 
 def layer_kinds(model: nn.Module, names: Iterable[str]) -> list[str]:
-    """The tap kind of each named layer, in the given order."""
-    taps = model.analysis_layers()
+    """The tap kind of each named layer (``analysis_layers()`` or discovered), in the given order."""
+    taps = model_layers(model)
     return [taps[n].kind for n in names]
+
+
+def first_images(batches: Sequence) -> torch.Tensor:
+    """The images of the first batch (a batch is ``(images, labels, ...)`` or an images tensor)."""
+    if not batches:
+        raise InputError("no batches to analyse; give at least one batch")
+    first = batches[0]
+    return first[0] if isinstance(first, list | tuple) else first
+
+
+def depth_summary(
+    kinds: Sequence[str],
+    values: Sequence[float],
+    prefix: str,
+    log_ratio: bool = False,
+    sizes: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Per-kind means of the values (``<prefix>_<kind>``) and of their layer-to-layer change
+    (``<prefix>_change_<kind>``: value minus the previous layer's, or with ``log_ratio``
+    log(value / previous)). With ``sizes`` (each layer's map side), a change across a size change
+    (a downsampling layer) is left out."""
+    scalars = {f"{prefix}_{k}": v for k, v in per_kind_mean(values, kinds).items()}
+    if len(values) > 1:
+        pairs = list(zip(values[:-1], values[1:]))
+        if log_ratio:
+            changes = [math.log(b / a) if a > 0 and b > 0 else math.nan for a, b in pairs]
+        else:
+            changes = [b - a for a, b in pairs]
+        if sizes is not None:
+            changes = [c if sizes[i] == sizes[i + 1] else math.nan for i, c in enumerate(changes)]
+        for k, v in per_kind_mean(changes, kinds[1:]).items():
+            scalars[f"{prefix}_change_{k}"] = v
+    return scalars
 
 
 def per_kind_mean(values: Sequence[float], kinds: Sequence[str]) -> dict[str, float]:

@@ -9,7 +9,8 @@ blocks and rises after high-pass (Conv) blocks.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,21 +20,34 @@ from alternet_pl.analysis.features import (
     as_feature_map,
     capture,
     check_reached,
+    depth_summary,
+    feature_sizes,
+    first_images,
     is_channels_last,
     map_batches,
-    select_taps,
+    normalized_depths,
 )
 from alternet_pl.analysis.freq import centered_fft2
+from alternet_pl.analysis.layers import LayerOptions, select_taps
+from alternet_pl.analysis.records import FourierRecord
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
+from alternet_pl.models.taps import Tap
 
 __all__ = [
     "DEFAULT_KINDS",
+    "FourierOptions",
     "delta_from_map",
     "delta_log_amplitude",
     "log_amplitude_map",
     "model_delta_log_amplitude",
+    "run",
 ]
+
+
+@dataclass(frozen=True)
+class FourierOptions(LayerOptions):
+    """Which points to transform (`LayerOptions`: ``layers`` patterns, ``kinds``)."""
 
 
 def log_amplitude_map(z: torch.Tensor, name: str = "feature", reduce: str = "mean") -> torch.Tensor:
@@ -77,7 +91,10 @@ def model_delta_log_amplitude(
     Streams: per batch only one (H, W) map per layer is kept, summed in batch order, so the result
     equals ``delta_log_amplitude`` of the concatenated features and is the same under DDP.
     """
-    taps = select_taps(model, layers, kinds)
+    return _curves(model, list(batches), select_taps(model, layers, kinds))
+
+
+def _curves(model: nn.Module, batches: list, taps: Mapping[str, Tap]) -> dict[str, torch.Tensor]:
     nhwc = is_channels_last(model)
 
     def one(i: int, batch) -> tuple[int, dict[str, torch.Tensor]]:
@@ -97,3 +114,35 @@ def model_delta_log_amplitude(
             acc += sums[name]
         out[name] = delta_from_map(acc / total)
     return out
+
+
+def run(
+    model: nn.Module, loss_fn: Callable | None, batches: Iterable, options: FourierOptions
+) -> FourierRecord:
+    """The Fourier record of ``model`` over ``batches``: per point its curve, its highest-frequency
+    value ``hf``, kind and depth; ``hf_<kind>`` and ``hf_change_<kind>`` (change across a point of
+    that kind, left out across a resolution change). ``loss_fn`` is not used.
+
+    Raises `InputError` before any batch is analysed when a point's feature is not a square map of
+    side >= 2 (e.g. pooled or 1-D features): one probe forward of one image checks them all.
+    """
+    batches = list(batches)
+    taps = options.select(model)
+    sizes = feature_sizes(model, first_images(batches), taps)
+    small = [n for n, side in sizes.items() if side < 2]
+    if small:
+        raise InputError(
+            f"fourier: layer(s) {small} have 1x1 feature maps (no frequencies); leave them out with `layers`"
+        )
+    curves = _curves(model, batches, taps)
+    names = list(curves)
+    hf = [float(c[-1]) for c in curves.values()]
+    kinds = [taps[n].kind for n in names]
+    return FourierRecord(
+        layers=names,
+        kinds=kinds,
+        depth=[float(d) for d in normalized_depths(len(names))],
+        by_kind=depth_summary(kinds, hf, "hf", sizes=[sizes[n] for n in names]),
+        hf=hf,
+        curves=[[float(v) for v in c] for c in curves.values()],
+    )

@@ -1,26 +1,58 @@
 """Lesion study (paper Fig. 12): remove one residual branch at a time and measure accuracy.
 
 A lesion replaces the output of a tap's ``branch`` module by zeros through a forward hook, so the
-block becomes its shortcut; weights are never touched and the hook is always removed.
+block becomes its shortcut; weights are never touched and the hook is always removed. On a model
+without ``analysis_layers()`` the blocks are those `analysis.layers` finds; a block without a
+residual branch (or whose branch the forward pass never runs) is skipped, and the record says so.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.features import map_batches, select_taps
+from alternet_pl.analysis.features import first_images, map_batches, normalized_depths, per_kind_mean
+from alternet_pl.analysis.layers import model_layers, resolve_kind, select_taps
+from alternet_pl.analysis.records import LesionRecord
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
 from alternet_pl.models.taps import Tap
 
-__all__ = ["LesionResult", "lesion_accuracy", "lesioned"]
+__all__ = ["LesionOptions", "LesionResult", "lesion_accuracy", "lesionable", "lesioned", "run"]
+
+#: kinds of points that are blocks (a lesion candidate); stem, norm, pool and head are not
+BLOCK_KINDS = ("conv", "msa", "mlp", "other")
+
+
+@dataclass(frozen=True)
+class LesionOptions:
+    """Which blocks to lesion.
+
+    Args:
+        layers: name patterns over the model's points (None: every block with a residual branch;
+            the others are skipped and listed in the record).
+        kinds: {name pattern: kind} relabelling points (e.g. {"blocks.*": "attention"}), or None.
+    """
+
+    layers: tuple[str, ...] | None = None
+    kinds: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            if isinstance(self.layers, str) or not all(isinstance(p, str) for p in self.layers):
+                raise InputError(f"layers={self.layers!r}: give a list of name patterns, e.g. ['layer1.*']")
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.kinds is not None:
+            if not isinstance(self.kinds, Mapping):
+                raise InputError(f"lesion kinds={self.kinds!r}: give a {{name pattern: kind}} mapping")
+            object.__setattr__(self, "kinds", {str(p): resolve_kind(k) for p, k in self.kinds.items()})
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,12 @@ def _zeros(module: nn.Module, args, out):
     return torch.zeros_like(out)
 
 
+def _its_input(module: nn.Module, args, out):
+    if not isinstance(out, torch.Tensor) or not args or getattr(args[0], "shape", None) != out.shape:
+        raise TypeError(f"lesion: block {type(module).__name__} does not return a tensor shaped as its input")
+    return args[0]
+
+
 @contextmanager
 def lesioned(tap: Tap) -> Iterator[None]:
     """Within the block, ``tap.branch`` outputs zeros (the residual block acts as its shortcut).
@@ -46,22 +84,135 @@ def lesioned(tap: Tap) -> Iterator[None]:
     Raises ValueError for a tap without a branch."""
     if tap.branch is None:
         raise InputError("this tap has no residual branch to lesion (Tap.branch is None)")
-    handle = tap.branch.register_forward_hook(_zeros)
+    handle = tap.branch.register_forward_hook(_zeros if tap.lesion == "zero" else _its_input)
     try:
         yield
     finally:
         handle.remove()
 
 
+def lesionable(model: nn.Module, options: LesionOptions) -> OrderedDict[str, Tap]:
+    """The blocks a lesion will try (all blocks, or the asked-for ones), without running the model.
+
+    Raises `InputError` when the model has no blocks or an asked-for layer is not a block."""
+    if options.layers is None:
+        points = model_layers(model, options.kinds)
+        taps = OrderedDict((n, t) for n, t in points.items() if t.kind in BLOCK_KINDS)
+        if not taps:
+            raise InputError(
+                f"lesion: {type(model).__name__} has no blocks to lesion; points: {list(points)}"
+            )
+        return taps
+    taps = select_taps(model, options.layers, relabel=options.kinds)
+    odd = [n for n, t in taps.items() if t.branch is None and t.kind not in BLOCK_KINDS]
+    if odd:
+        raise InputError(
+            f"lesion: layer(s) {odd} are not blocks with a residual branch; drop them from `layers`"
+        )
+    return taps
+
+
+def _returns_its_input_when_zeroed(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` with every parameter set to zero maps ``x`` to itself: an identity shortcut
+    around branches that then output zero (y = x + f(x), f's weights all 0)."""
+    zeros = {n: torch.zeros_like(p) for n, p in module.named_parameters()}
+    y = torch.func.functional_call(module, zeros, (x,))
+    return isinstance(y, torch.Tensor) and y.shape == x.shape and bool(torch.allclose(y, x, atol=1e-6))
+
+
+def _probe(
+    model: nn.Module, taps: Mapping[str, Tap], images: torch.Tensor
+) -> tuple[OrderedDict[str, Tap], dict[str, str]]:
+    """(the blocks that can be lesioned, {skipped block: why}) from one eval, no-grad forward.
+
+    A known branch must be run by the forward pass; a block without one is lesioned by returning
+    its input when it has an identity shortcut (`_returns_its_input_when_zeroed`)."""
+    ran: set[str] = set()
+    seen: dict[str, torch.Tensor] = {}
+
+    def mark(name: str) -> Callable:
+        return lambda *_: ran.add(name)
+
+    def keep_input(name: str) -> Callable:
+        def hook(mod: nn.Module, args: tuple, out: Any) -> None:  # returns None: the output stays
+            if args:
+                seen.setdefault(name, args[0])
+
+        return hook
+
+    handles = [
+        t.branch.register_forward_hook(mark(n))
+        if t.branch is not None
+        else t.module.register_forward_hook(keep_input(n))
+        for n, t in taps.items()
+    ]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(images)
+            usable, skipped = OrderedDict(), {}
+            for n, t in taps.items():
+                if t.branch is not None:
+                    if n in ran:
+                        usable[n] = t
+                    else:
+                        skipped[n] = "its residual branch is not run by the forward pass"
+                elif n in seen and t.point == "output" and _returns_its_input_when_zeroed(t.module, seen[n]):
+                    usable[n] = Tap(
+                        t.module,
+                        t.kind,
+                        branch=t.module,
+                        params=t.block_modules() or (t.module,),
+                        lesion="skip",
+                    )
+                else:
+                    skipped[n] = "no residual path found"
+    finally:
+        for h in handles:
+            h.remove()
+    return usable, skipped
+
+
+def run(
+    model: nn.Module, loss_fn: Callable | None, batches: Iterable, options: LesionOptions
+) -> LesionRecord:
+    """The lesion record: clean accuracy, accuracy with each block's residual branch zeroed, the drop,
+    ``drop_<kind>`` means, and the blocks skipped (no residual path, or a branch the forward never
+    runs). One probe forward of one image decides which blocks can be lesioned.
+
+    Raises `InputError` before any batch is analysed when nothing can be lesioned, or an asked-for
+    layer cannot."""
+    batches = list(batches)
+    taps, skipped = _probe(model, lesionable(model, options), first_images(batches)[:1])
+    name = type(model).__name__
+    if not taps:
+        raise InputError(f"lesion: no block of {name} has a residual path to drop; skipped {skipped}")
+    if options.layers is not None and skipped:
+        raise InputError(f"lesion: layer(s) {skipped} of {name} cannot be lesioned; drop them from `layers`")
+    res = _accuracies(model, batches, taps)
+    names, drops = list(res.drop), [float(d) for d in res.drop.values()]
+    kinds = [taps[n].kind for n in names]
+    return LesionRecord(
+        layers=names,
+        kinds=kinds,
+        depth=[float(d) for d in normalized_depths(len(names))],
+        by_kind={f"drop_{k}": v for k, v in per_kind_mean(drops, kinds).items()},
+        clean_acc=float(res.clean_acc),
+        acc=[float(a) for a in res.acc.values()],
+        drop=drops,
+        skipped=[f"{n}: {why}" for n, why in skipped.items()],
+    )
+
+
 def lesion_accuracy(model: nn.Module, batches: Iterable, layers: Sequence[str] | None = None) -> LesionResult:
     """Clean accuracy and accuracy with each residual branch removed, in eval mode, no grad.
 
-    Over the taps that have a branch, or the named ``layers``. Returns a `LesionResult`. Raises
-    ValueError for an unknown layer or one without a residual branch, TypeError for a model without
-    ``analysis_layers()``.
+    Over the taps that have a branch, or the named ``layers`` (patterns). Returns a `LesionResult`.
+    Raises `InputError` for an unknown layer or one without a residual branch.
     """
-    taps = select_taps(model, layers, need_branch=True)
+    return _accuracies(model, batches, select_taps(model, layers, need_branch=True))
 
+
+def _accuracies(model: nn.Module, batches: Iterable, taps: Mapping[str, Tap]) -> LesionResult:
     def one(i: int, batch) -> tuple[int, list[int]]:
         x, y = batch[0], batch[1]
         y = y.argmax(-1) if y.ndim == 2 else y

@@ -12,7 +12,7 @@ import math
 import os
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -131,6 +131,8 @@ class AnalysisRecord:
                 values[f.name] = arrays[f.name]
             elif f.name in doc:
                 values[f.name] = _restore(doc[f.name], hints[f.name])
+            elif f.default is not MISSING or f.default_factory is not MISSING:
+                continue  # a field added later, with a default: older files stay readable
             else:
                 where = npz_path if _is_array(hints[f.name]) else json_path
                 raise RecordError(
@@ -315,11 +317,13 @@ class VarianceRecord(_LayerRecord):
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class LesionRecord(_LayerRecord):
-    """Accuracy with each residual branch removed (`acc`) and its drop from `clean_acc` (`drop`)."""
+    """Accuracy with each residual branch removed (`acc`) and its drop from `clean_acc` (`drop`);
+    `skipped`: "<block>: <why>" for each block that could not be lesioned."""
 
     clean_acc: float
     acc: list[float]
     drop: list[float]
+    skipped: list[str] = field(default_factory=list)
 
     def scalars(self) -> dict[str, float]:
         return {"clean_acc": self.clean_acc, **_kind_scalars(self.by_kind)}

@@ -7,7 +7,8 @@ notebook), averaged over batch and channels. Token features are reshaped as in t
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,14 +18,32 @@ from alternet_pl.analysis.features import (
     as_feature_map,
     capture,
     check_reached,
+    depth_summary,
+    feature_sizes,
+    first_images,
     is_channels_last,
     map_batches,
-    select_taps,
+    normalized_depths,
 )
+from alternet_pl.analysis.layers import LayerOptions, select_taps
+from alternet_pl.analysis.records import VarianceRecord
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
+from alternet_pl.models.taps import Tap
 
-__all__ = ["DEFAULT_KINDS", "feature_map_variance", "model_feature_map_variance", "spatial_variance"]
+__all__ = [
+    "DEFAULT_KINDS",
+    "VarianceOptions",
+    "feature_map_variance",
+    "model_feature_map_variance",
+    "run",
+    "spatial_variance",
+]
+
+
+@dataclass(frozen=True)
+class VarianceOptions(LayerOptions):
+    """Which points to measure (`LayerOptions`: ``layers`` patterns, ``kinds``)."""
 
 
 def spatial_variance(z: torch.Tensor, name: str = "feature") -> torch.Tensor:
@@ -47,7 +66,10 @@ def model_feature_map_variance(
     kinds: Sequence[str] | None = DEFAULT_KINDS,
 ) -> dict[str, float]:
     """`feature_map_variance` over all images of ``batches`` (eval mode, streamed, DDP-invariant)."""
-    taps = select_taps(model, layers, kinds)
+    return _variances(model, list(batches), select_taps(model, layers, kinds))
+
+
+def _variances(model: nn.Module, batches: list, taps: Mapping[str, Tap]) -> dict[str, float]:
     nhwc = is_channels_last(model)
 
     def one(i: int, batch) -> tuple[int, dict[str, float]]:
@@ -61,3 +83,31 @@ def model_feature_map_variance(
         parts = map_batches(one, batches, desc="variance")
     total = sum(n for n, _ in parts)
     return OrderedDict((name, sum(s[name] for _, s in parts) / total) for name in taps)
+
+
+def run(
+    model: nn.Module, loss_fn: Callable | None, batches: Iterable, options: VarianceOptions
+) -> VarianceRecord:
+    """The variance record of ``model`` over ``batches``: per point its feature-map variance, kind and
+    depth; ``var_<kind>`` and ``var_change_<kind>`` (mean log ratio to the previous point, left out
+    across a resolution change). ``loss_fn`` is not used.
+
+    Raises `InputError` before any batch is analysed when a point's feature is not a map with at
+    least two positions: one probe forward of one image checks them all.
+    """
+    batches = list(batches)
+    taps = options.select(model)
+    sizes = feature_sizes(model, first_images(batches), taps)
+    single = [n for n, side in sizes.items() if side < 2]
+    if single:
+        raise InputError(f"variance: layer(s) {single} have 1x1 feature maps; leave them out with `layers`")
+    variances = _variances(model, batches, taps)
+    names, values = list(variances), [float(v) for v in variances.values()]
+    kinds = [taps[n].kind for n in names]
+    return VarianceRecord(
+        layers=names,
+        kinds=kinds,
+        depth=[float(d) for d in normalized_depths(len(names))],
+        by_kind=depth_summary(kinds, values, "var", log_ratio=True, sizes=[sizes[n] for n in names]),
+        variance=values,
+    )

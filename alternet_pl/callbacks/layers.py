@@ -1,35 +1,27 @@
 """`LayerAnalysisCallback`: the shared base of per-layer feature analyses (Fourier, variance).
 
-It selects layers from ``model.analysis_layers()`` and summarises one value per layer against
-normalised depth, per block kind, with the change across each layer (left out across a
-resolution change, where the two layers' maps are not comparable).
+The points come from `alternet_pl.analysis.layers` (the model's ``analysis_layers()``, or its
+blocks found from timm's layout / the module tree); all the maths, the depth summary included, is
+in the analysis's ``run``. The callback holds the options, checks them against the model before
+training, and writes what ``run`` returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
-import numpy as np
-import torch
 from torch import nn
 
-from alternet_pl.analysis.features import (
-    DEFAULT_KINDS,
-    feature_sizes,
-    layer_kinds,
-    normalized_depths,
-    per_kind_mean,
-    select_taps,
-)
-from alternet_pl.callbacks.base import AnalysisCallback
-from alternet_pl.callbacks.options import AnalysisData, check_choice
+from alternet_pl.analysis import features
+from alternet_pl.analysis.layers import DEFAULT_KINDS, LayerOptions
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
+from alternet_pl.callbacks.options import AnalysisData
 from alternet_pl.errors import InputError
 
-__all__ = ["LayerAnalysisCallback", "depth_summary"]
-
-TapKind = Literal["stem", "conv", "msa", "mlp", "norm", "pool", "head"]
+__all__ = ["LayerAnalysisCallback", "depth_summary", "json_settings"]
 
 
 def depth_summary(
@@ -40,77 +32,66 @@ def depth_summary(
     log_ratio: bool = False,
     sizes: Sequence[int] | None = None,
 ) -> dict:
-    """Per-layer kinds and depths plus per-kind means of the values and of their layer-to-layer change
-    (value minus the previous layer's, or with ``log_ratio`` log(value / previous)). With ``sizes``
-    (each layer's map side), a change across a size change (a downsampling layer) is left out."""
-    kinds = layer_kinds(model, names)
-    scalars = {f"{prefix}_{k}": v for k, v in per_kind_mean(values, kinds).items()}
-    if len(values) > 1:
-        if log_ratio:
-            changes = [
-                float(np.log(b / a)) if a > 0 and b > 0 else float("nan")
-                for a, b in zip(values[:-1], values[1:])
-            ]
-        else:
-            changes = [b - a for a, b in zip(values[:-1], values[1:])]
-        if sizes is not None:
-            changes = [c if sizes[i] == sizes[i + 1] else float("nan") for i, c in enumerate(changes)]
-        for k, v in per_kind_mean(changes, kinds[1:]).items():
-            scalars[f"{prefix}_change_{k}"] = v
-    return {"kinds": kinds, "depth": normalized_depths(len(names)), "scalars": scalars}
+    """{"kinds", "depth", "scalars"} of one value per named point (`features.depth_summary`)."""
+    kinds = features.layer_kinds(model, names)
+    scalars = features.depth_summary(kinds, values, prefix, log_ratio=log_ratio, sizes=sizes)
+    return {"kinds": kinds, "depth": features.normalized_depths(len(names)), "scalars": scalars}
+
+
+def json_settings(options: Any) -> dict[str, Any]:
+    """``asdict(options)`` with tuples as lists (what the settings file and `state_key` hold)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
 
 
 class LayerAnalysisCallback(AnalysisCallback):
-    """An analysis with one value per tapped layer.
+    """An analysis with one value per point of the model.
 
     Args:
-        layers: names from ``model.analysis_layers()`` (None: every layer of the chosen kinds).
-        kinds: tap kinds to analyse (default stem, conv, msa, mlp: the block outputs).
+        layers: name patterns over the model's points (``analysis_layers()`` names, or the
+            discovered ``stem`` / block names such as ``layer1.0``, ``blocks.3.attn``), or naming any
+            module (None: every point of the chosen kinds).
+        kinds: the kinds to keep (default stem, conv, msa, mlp, other: the block outputs), or a
+            mapping {name pattern: kind} relabelling points ("attention" is an alias of msa).
         data: the analysis batches (two by default: feature statistics settle quickly).
         schedule, log_images, strict: see `AnalysisCallback`.
     """
 
+    #: the analysis's options class and its ``run(model, loss_fn, batches, options)``
+    options_class: ClassVar[type[LayerOptions]] = LayerOptions
+    run_analysis: ClassVar[Callable[..., Any]]
+
     def __init__(
         self,
         layers: list[str] | None = None,
-        kinds: tuple[TapKind, ...] = DEFAULT_KINDS,
+        kinds: tuple[str, ...] | dict[str, str] = DEFAULT_KINDS,
         data: AnalysisData = AnalysisData(num_batches=2),
         **kwargs: Any,
     ) -> None:
         super().__init__(data=data, **kwargs)
-        for kind in kinds:
-            check_choice(type(self).__name__, "kinds", kind, TapKind)
-        self.layers = list(layers) if layers is not None else None
-        self.kinds = tuple(kinds)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "layers": self.layers, "kinds": list(self.kinds)}
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check the asked-for layers against the model before any training (raises `InputError`)."""
-        if self.layers:
-            model = getattr(pl_module, "model", pl_module)
-            try:
-                select_taps(model, self.layers)
-            except (ValueError, TypeError) as err:
-                raise InputError(f"{type(self).__name__}: {err}; fix its `layers` option") from None
+        kinds = dict(kinds) if isinstance(kinds, Mapping) else tuple(kinds)
+        try:
+            self.options = self.options_class(layers=None if layers is None else tuple(layers), kinds=kinds)
+        except InputError as err:
+            raise InputError(f"{type(self).__name__}: {err}") from None
 
     @property
-    def selected_kinds(self) -> tuple[str, ...] | None:
-        """Kinds to filter by (None when explicit layers are given)."""
-        return None if self.layers else self.kinds
+    def layers(self) -> list[str] | None:
+        return None if self.options.layers is None else list(self.options.layers)
 
-    def summarize(
-        self,
-        model: nn.Module,
-        images: torch.Tensor,
-        names: Sequence[str],
-        values: Sequence[float],
-        prefix: str,
-        log_ratio: bool = False,
-    ) -> dict:
-        """`depth_summary` of the values, with each layer's map size measured on `images`."""
-        sizes = feature_sizes(model, images, select_taps(model, names))
-        return depth_summary(
-            model, names, values, prefix, log_ratio=log_ratio, sizes=[sizes[n] for n in names]
-        )
+    @property
+    def kinds(self) -> tuple[str, ...] | dict[str, str]:
+        return self.options.kinds
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), **json_settings(self.options)}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the points against the model before any training (raises `InputError`)."""
+        model = getattr(pl_module, "model", pl_module)
+        try:
+            self.options.select(model)
+        except InputError as err:
+            raise InputError(f"{type(self).__name__}: {err}; fix its `layers` / `kinds` option") from None
+
+    def compute(self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext) -> Any:
+        return type(self).run_analysis(model, loss_fn, batches, self.options)

@@ -8,7 +8,7 @@ from torch import nn
 
 from alternet_pl.errors import InputError
 
-KINDS = ("stem", "conv", "msa", "mlp", "norm", "pool", "head")
+KINDS = ("stem", "conv", "msa", "mlp", "other", "norm", "pool", "head")
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class Tap:
     params: the modules whose parameters make up this layer's block (the block-wise Hessian);
         None: those of ``branch``. Needed where the branch module itself holds no parameters
         (timm's ``drop_path1`` / ``drop_path2``).
+    lesion: how a lesion removes the branch: "zero" replaces ``branch``'s output by zeros; "skip"
+        replaces it by ``branch``'s input (``branch`` is then the whole block, found to have an
+        identity shortcut).
     """
 
     module: nn.Module
@@ -32,6 +35,7 @@ class Tap:
     point: str = "output"
     branch: nn.Module | None = None
     params: tuple[nn.Module, ...] | None = None
+    lesion: str = "zero"
 
     def block_modules(self) -> tuple[nn.Module, ...]:
         """The modules holding this block's parameters (empty when it has none)."""
@@ -44,3 +48,5 @@ class Tap:
             raise InputError(f"Tap kind {self.kind!r} is not one of {KINDS}")
         if self.point not in ("output", "input"):
             raise InputError(f"Tap point {self.point!r} must be 'output' or 'input'")
+        if self.lesion not in ("zero", "skip"):
+            raise InputError(f"Tap lesion {self.lesion!r} must be 'zero' or 'skip'")

@@ -18,6 +18,7 @@ KIND_STYLE = {
     "norm": ("tab:purple", "v", "Norm"),
     "pool": ("tab:brown", "x", "Pool"),
     "head": ("black", "*", "Head"),
+    "other": ("tab:olive", "P", "Other"),
 }
 
 #: one colour and display name per model family (ResNet is all Conv: blue; ViT all MSA: red),
