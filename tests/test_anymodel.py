@@ -316,3 +316,19 @@ def test_lesion_callback_checks_its_layers_before_training():
     with pytest.raises(InputError, match="LesionCallback: layer.*stage.9.*match no point"):
         LesionCallback(layers=["stage.9"]).setup(None, UserNet(), "fit")
     LesionCallback().setup(None, UserNet(), "fit")
+
+
+def test_lesion_record_without_skipped_still_reads(tmp_path):
+    import json
+
+    from alternet_pl.analysis.records import LesionRecord
+
+    record = LesionRecord(
+        layers=["a"], kinds=["conv"], depth=[0.0], clean_acc=0.5, acc=[0.4], drop=[0.1], skipped=["b: why"]
+    )
+    path = record.to_files(tmp_path, "epoch=001")["json"]
+    assert LesionRecord.from_files(path).skipped == ["b: why"]
+    doc = json.loads(path.read_text())
+    del doc["skipped"]  # written before the field existed
+    path.write_text(json.dumps(doc))
+    assert LesionRecord.from_files(path).skipped == []

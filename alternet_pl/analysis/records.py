@@ -12,7 +12,7 @@ import math
 import os
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -131,8 +131,8 @@ class AnalysisRecord:
                 values[f.name] = arrays[f.name]
             elif f.name in doc:
                 values[f.name] = _restore(doc[f.name], hints[f.name])
-            elif f.default is not MISSING or f.default_factory is not MISSING:
-                continue  # a field added later, with a default: older files stay readable
+            elif f.metadata.get("added_later"):
+                continue  # older files without it stay readable; the field's default applies
             else:
                 where = npz_path if _is_array(hints[f.name]) else json_path
                 raise RecordError(
@@ -323,7 +323,7 @@ class LesionRecord(_LayerRecord):
     clean_acc: float
     acc: list[float]
     drop: list[float]
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list, metadata={"added_later": True})
 
     def scalars(self) -> dict[str, float]:
         return {"clean_acc": self.clean_acc, **_kind_scalars(self.by_kind)}
