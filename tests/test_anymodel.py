@@ -161,7 +161,12 @@ def blocks(kind: str, n: int) -> list[str]:
 
 #: name -> (builder, image side, hand-made features, expected kinds after the stem)
 MODELS = {
-    "timm_resnet18": (lambda: timm.create_model("resnet18", num_classes=10), 64, resnet_features, blocks("conv", 8)),
+    "timm_resnet18": (
+        lambda: timm.create_model("resnet18", num_classes=10),
+        64,
+        resnet_features,
+        blocks("conv", 8),
+    ),
     "timm_vit_tiny": (
         lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10),
         32,
@@ -180,7 +185,12 @@ MODELS = {
         convnext_features,
         blocks("conv", 12),
     ),
-    "tv_resnet18": (lambda: torchvision.models.resnet18(num_classes=10), 64, resnet_features, blocks("conv", 8)),
+    "tv_resnet18": (
+        lambda: torchvision.models.resnet18(num_classes=10),
+        64,
+        resnet_features,
+        blocks("conv", 8),
+    ),
     "user_blocks": (lambda: UserNet(), 16, user_features, ["conv", "msa", "conv"]),
 }
 SLOW = {"timm_swin_tiny", "timm_convnext_atto", "tv_resnet18"}
