@@ -28,11 +28,16 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
-from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import ANALYSES
-from alternet_pl.callbacks.base import write_error_record
 from alternet_pl.errors import CommandFailed, InputError, run_command
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
+from alternet_pl.runs import (
+    analysis_dir,
+    analysis_root_of_checkpoint,
+    result_stem,
+    write_config,
+    write_error_record,
+)
 from alternet_pl.training import checkpoints
 from alternet_pl.training.module import ImageClassifier
 
@@ -275,7 +280,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / str(official_config["experiment"])
         checkpoint_epoch = 0
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(out_dir / "config.yaml", yaml.safe_dump(official_config, sort_keys=False))
+        write_config(out_dir, yaml.safe_dump(official_config, sort_keys=False))
     else:
         if cfg.config is None or cfg.ckpt_path is None:
             parser.error("pass --config RUN/config.yaml and --ckpt_path CKPT, or --official PATH --data NAME")
@@ -287,11 +292,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         datamodule = instantiate_class((), run_config["data"])
         ckpt = Path(cfg.ckpt_path)
         ckpt_stem = ckpt.stem
-        out_dir = (
-            Path(cfg.out_dir)
-            if cfg.out_dir
-            else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
-        )
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else analysis_root_of_checkpoint(ckpt)
     try:
         init = parser.instantiate(cfg)
     except (ValueError, TypeError) as err:  # an option out of range: the analysis's constructor says so
@@ -299,15 +300,15 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     results, failed = {}, []
     for name in cfg.analysis:
         callback = init[name]
-        stem = f"{ckpt_stem}-epoch={checkpoint_epoch:03d}"
+        stem = result_stem(checkpoint_epoch, checkpoint=ckpt_stem)
         try:
             results[name] = callback.run(module, datamodule, out_dir, epoch=checkpoint_epoch, stem=stem)
         except Exception as err:  # noqa: BLE001  (recorded beside the results, then reported)
-            record = write_error_record(out_dir / "analysis" / name, stem, name, checkpoint_epoch, err)
+            record = write_error_record(out_dir, name, stem, checkpoint_epoch, err)
             failed.append(f"{name} ({' '.join(str(err).split())[:300]}; error record: {record})")
             print(f"{name}: FAILED, error record {record}", flush=True)
             continue
-        print(f"{name}: {out_dir / 'analysis' / name / stem}.*  {results[name].scalars()}", flush=True)
+        print(f"{name}: {analysis_dir(out_dir, name) / stem}.*  {results[name].scalars()}", flush=True)
     if failed:
         raise AnalysisFailed(f"{len(failed)} of {len(cfg.analysis)} analyses failed: " + "; ".join(failed))
     return results

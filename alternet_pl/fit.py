@@ -23,12 +23,21 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from alternet_pl.analysis.results import write_text
 from alternet_pl.callbacks import AnalysisCallback
-from alternet_pl.callbacks.base import error_records
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, run_command
-from alternet_pl.runs import RUN_DIR_ENV, global_rank_from_env, job_version, make_run_dir
+from alternet_pl.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_DIR_ENV,
+    checkpoints_dir,
+    global_rank_from_env,
+    job_version,
+    make_run_dir,
+    read_error_records,
+    run_dir_of_checkpoint,
+    write_config,
+)
 from alternet_pl.training import resume
 from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
@@ -47,7 +56,7 @@ def _as_list(value: Any) -> list:
 def default_checkpoint(run_dir: Path) -> ModelCheckpoint:
     """The best checkpoint by val/acc1, in `<run_dir>/checkpoints/`."""
     return ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
+        dirpath=str(checkpoints_dir(run_dir)),
         monitor="val/acc1",
         mode="max",
         filename="best-epoch={epoch:03d}-acc1={val/acc1:.4f}",
@@ -62,7 +71,7 @@ def last_checkpoint(run_dir: Path, every_n_steps: int | None = None) -> ModelChe
     is written, which would leave last.ckpt behind whenever val/acc1 does not improve.
     """
     return ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
+        dirpath=str(checkpoints_dir(run_dir)),
         filename="last",
         monitor=None,
         save_top_k=1,
@@ -146,7 +155,7 @@ class AlternetCLI(LightningCLI):
         runs_root = config.get("runs_dir", "runs")
         if ckpt_path and ckpt_path != "last":
             self.resume_from = resume.check_checkpoint_path(ckpt_path)
-            own = resume.run_dir_of(self.resume_from)
+            own = run_dir_of_checkpoint(self.resume_from)
             if own is not None and not os.environ.get(RUN_DIR_ENV):
                 os.environ[RUN_DIR_ENV] = str(own)
         version = config.get("version")
@@ -156,12 +165,9 @@ class AlternetCLI(LightningCLI):
         if ckpt_path == "last":
             self.resume_from = resume.newest_checkpoint(self.run_dir)
         if self.resume_from is not None:
-            self.keep_rows = resume.kept_rows(load_checkpoint(self.resume_from), self.run_dir / "metrics.csv")
-        if global_rank_from_env() == 0 and not (
-            self.resume_from and (self.run_dir / "config.yaml").is_file()
-        ):
-            text = self.parser.dump(config, skip_unset=False)
-            write_text(self.run_dir / "config.yaml", text)
+            self.keep_rows = resume.kept_rows(load_checkpoint(self.resume_from), self.run_dir / METRICS_FILE)
+        if global_rank_from_env() == 0 and not (self.resume_from and (self.run_dir / CONFIG_FILE).is_file()):
+            write_config(self.run_dir, self.parser.dump(config, skip_unset=False))
 
     def instantiate_classes(self) -> None:
         """LightningCLI's instantiation; a constructor that rejects a config value (ValueError /
@@ -229,10 +235,10 @@ def summarize(run_dir: Path, trainer: Trainer) -> str:
         if last:
             lines.append(f"  last checkpoint: {last}")
             lines.append(
-                f"  resume with: python -m alternet_pl.fit --config {run_dir / 'config.yaml'} "
+                f"  resume with: python -m alternet_pl.fit --config {run_dir / CONFIG_FILE} "
                 f"--ckpt_path {shlex.quote(last)}"
             )
-    for name in ("config.yaml", "metrics.csv"):
+    for name in (CONFIG_FILE, METRICS_FILE):
         if (run_dir / name).exists():
             lines.append(f"  {name}: {run_dir / name}")
     analysis = run_dir / "analysis"
@@ -240,11 +246,11 @@ def summarize(run_dir: Path, trainer: Trainer) -> str:
         for sub in sorted(p for p in analysis.iterdir() if p.is_dir()):
             files = sorted(f.name for f in sub.iterdir() if not f.name.startswith("."))
             lines.append(f"  analysis/{sub.name}: {', '.join(files)}")
-    for failure in error_records(run_dir):
-        message = " ".join(str(failure.get("error", "")).split())[:200]
+    for failure in read_error_records(run_dir):
+        message = " ".join(failure.error.split())[:200]
         lines.append(
-            f"  FAILED analysis {failure.get('analysis')} at epoch {failure.get('epoch')}: {message} "
-            f"(traceback in {failure['path']})"
+            f"  FAILED analysis {failure.analysis} at epoch {failure.epoch}: {message} "
+            f"(traceback in {failure.path})"
         )
     return "\n".join(lines)
 

@@ -21,7 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from alternet_pl.analysis.results import write_figure, write_text  # noqa: E402
+from alternet_pl.analysis.files import write_figure, write_text  # noqa: E402
 from alternet_pl.errors import InputError, run_command  # noqa: E402
 from alternet_pl.plots import compare  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
@@ -108,7 +108,7 @@ def missing_analyses(runs: Sequence[Run]) -> dict[str, list[str]]:
         for err in run.errors:
             failed.setdefault(err.analysis, []).append(err)
         for name, errs in failed.items():
-            first = errs[-1].message.strip().splitlines()[0] if errs[-1].message.strip() else "failed"
+            first = errs[-1].error.strip().splitlines()[0] if errs[-1].error.strip() else "failed"
             stems = ", ".join(e.stem for e in errs)
             state = "failed" if not run.has(name) else "failed at some points"
             lines.append(f"{name}: {state} ({stems}): {first} [{errs[-1].path}]")

@@ -293,8 +293,8 @@ def test_analyze_records_a_failed_analysis_runs_the_rest_and_ends_with_one_line(
     import torch
 
     from alternet_pl import analyze
-    from alternet_pl.callbacks.base import error_records
     from alternet_pl.errors import run_command
+    from alternet_pl.runs import read_error_records
     from alternet_pl.training.module import ImageClassifier
 
     run = tmp_path / "run"
@@ -315,8 +315,6 @@ def test_analyze_records_a_failed_analysis_runs_the_rest_and_ends_with_one_line(
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 3 and "\n" not in err
     assert err.startswith("failed: 1 of 2 analyses failed: fourier")
-    (record,) = error_records(run)
-    assert (
-        record["analysis"] == "fourier" and "nope" in record["error"] and "Traceback" in record["traceback"]
-    )
+    (record,) = read_error_records(run)
+    assert record.analysis == "fourier" and "nope" in record.error and "Traceback" in record.traceback
     assert list((run / "analysis" / "variance").glob("last-epoch=000.json"))  # the other one ran

@@ -214,8 +214,9 @@ def test_epoch_label_of_a_checkpoint_matches_fit(real_checkpoint):
 
 def test_analysis_on_nonfinite_weights_writes_an_error_record_not_numbers(tmp_path):
     from alternet_pl.callbacks import VarianceCallback
-    from alternet_pl.callbacks.base import NonFiniteResult, error_records
+    from alternet_pl.callbacks.base import NonFiniteResult
     from alternet_pl.callbacks.options import AnalysisData
+    from alternet_pl.runs import read_error_records
 
     module = _module()
     with torch.no_grad():
@@ -227,10 +228,6 @@ def test_analysis_on_nonfinite_weights_writes_an_error_record_not_numbers(tmp_pa
     trainer = _trainer(tmp_path, enable_checkpointing=False)  # through the Lightning hook: a record
     trainer.strategy.connect(module)
     callback._maybe_run(trainer, module, "epoch", 1)
-    (record,) = error_records(tmp_path)
-    assert (
-        record["kind"] == "nonfinite"
-        and record["analysis"] == "variance"
-        and "Traceback" in record["traceback"]
-    )
-    assert record["path"].endswith("analysis/variance/epoch=001.error.json")
+    (record,) = read_error_records(tmp_path)
+    assert record.kind == "nonfinite" and record.analysis == "variance" and "Traceback" in record.traceback
+    assert str(record.path).endswith("analysis/variance/epoch=001.error.json") and record.epoch == 1

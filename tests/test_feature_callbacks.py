@@ -21,7 +21,7 @@ def _snapshot(module):
 
 @pytest.mark.parametrize("name", ["fourier", "variance", "freq_noise", "lesion"])
 def test_callbacks_write_results_and_restore_module(name, tmp_path):
-    from alternet_pl.analysis.results import read_json
+    from alternet_pl.analysis.files import read_json
     from alternet_pl.callbacks import ANALYSES, AnalysisData
 
     module, dm = micro_module_and_data("vit_cifar_micro" if name == "lesion" else "alternet_cifar_micro")

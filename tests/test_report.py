@@ -3,7 +3,6 @@ the expected series, shared scales and axis labels, and a missing or failed anal
 
 from __future__ import annotations
 
-import json
 import re
 
 import matplotlib
@@ -21,15 +20,11 @@ from alternet_pl.analysis.records import (  # noqa: E402
     LesionRecord,
 )
 from alternet_pl.plots import MODEL_STYLE, compare  # noqa: E402
-from alternet_pl.plots.rundata import ERROR_SUFFIX, load_run  # noqa: E402
+from alternet_pl.plots.rundata import load_run  # noqa: E402
+from alternet_pl.runs import result_stem, write_error_record  # noqa: E402
 
 KINDS = ["stem", "conv", "msa", "conv", "msa"]
 DEPTH = [0.0, 0.25, 0.5, 0.75, 1.0]
-
-
-def _write(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def make_run(root, name, model, *, acc=(0.5, 0.7, 0.6), spectrum=None, layout=None, skip=(), error=None):
@@ -116,11 +111,11 @@ def make_run(root, name, model, *, acc=(0.5, 0.7, 0.6), spectrum=None, layout=No
             acc=[0.9 + d for d in delta],
             delta=delta,
         ).to_files(out / "freq_noise", "epoch=003")
-    if error:
-        _write(
-            out / f"{error}/epoch=003{ERROR_SUFFIX}",
-            {"message": f"{error} blew up: out of memory", "traceback": "..."},
-        )
+    if error:  # written as a failing analysis writes it
+        try:
+            raise RuntimeError(f"{error} blew up: out of memory")
+        except RuntimeError as err:
+            write_error_record(run, error, result_stem(3), 3, err)
     return run
 
 
@@ -205,7 +200,7 @@ def test_missing_and_failed_analyses_are_named(runs):
     assert "lesion: configured but wrote no result" in vit
     assert "fourier: epoch=003.json unreadable" in vit
     alter = "\n".join(missing["alternet/version_0"])
-    assert "lesion: failed (epoch=003): lesion blew up: out of memory" in alter
+    assert "lesion: failed (epoch=003): RuntimeError: lesion blew up: out of memory" in alter
     assert "resnet/version_0" not in missing
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis import robustness
-from alternet_pl.analysis.results import write_json
+from alternet_pl.analysis.files import write_json
 from tests.test_fourier import TinyCNN, batches, loop_mask
 
 

@@ -13,7 +13,7 @@ Convention: ``loss_fn(model, batch) -> (loss_mean, num_samples[, num_correct])``
     layers.py       the points of a depth curve of any model (analysis_layers() or discovered)
     loss.py         the clean loss                          weight_decay.py  the penalty forms
     state.py        restore_state, eval_mode                progress.py    the progress-bar rule
-    dist.py         torch.distributed helpers               results.py     the atomic result writer
+    dist.py         torch.distributed helpers               files.py       the atomic file writers
     records.py      one typed record per analysis result (what the writer writes, the report reads)
 """
 
@@ -21,6 +21,7 @@ __all__ = [
     "calibration",
     "dist",
     "features",
+    "files",
     "fourier",
     "freq",
     "hessian",
@@ -31,7 +32,6 @@ __all__ = [
     "params",
     "progress",
     "records",
-    "results",
     "robustness",
     "state",
     "trajectory",

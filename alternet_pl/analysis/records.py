@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from alternet_pl.analysis.results import read_json, write_json, write_npz
+from alternet_pl.analysis.files import read_json, write_json, write_npz
 
 __all__ = [
     "RECORDS",

@@ -24,9 +24,9 @@ from torch import nn
 from alternet_pl.analysis.calibration import ECE_BINS, NLLAverage, calibration_counts, calibration_metrics
 from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
 from alternet_pl.analysis.features import map_batches
+from alternet_pl.analysis.files import read_json
 from alternet_pl.analysis.freq import band_noise, check_freq
 from alternet_pl.analysis.progress import progress
-from alternet_pl.analysis.results import read_json
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
 

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.dist import rank_and_world
+from alternet_pl.analysis.files import write_figure
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.analysis.records import AnalysisRecord
-from alternet_pl.analysis.results import read_json, write_figure, write_json
 from alternet_pl.analysis.state import restore_state, to_device
 from alternet_pl.callbacks.options import AnalysisData, Schedule
 from alternet_pl.loggers.tables import log_analysis_record
+from alternet_pl.runs import analysis_dir, figure_name, result_stem, write_error_record
 
 __all__ = [
     "ANALYSES",
@@ -35,8 +36,6 @@ __all__ = [
     "AnalysisContext",
     "AnalysisFailure",
     "NonFiniteResult",
-    "error_records",
-    "write_error_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,36 +50,8 @@ RunPoint = Literal["fit_start", "epoch"]
 class NonFiniteResult(ValueError):
     """An analysis met NaN / Inf (in the weights or in its own numbers): no numbers are written."""
 
-
-def write_error_record(out_dir: Path, stem: str, analysis: str, epoch: int, err: BaseException) -> Path:
-    """`<out_dir>/<stem>.error.json`: what failed, where, the message and the traceback.
-
-    Written instead of (beside) the analysis's result files, so the run directory, the final summary,
-    `analyze` and the report show the failure. Returns the path.
-    """
-    return write_json(
-        out_dir / f"{stem}.error.json",
-        {
-            "analysis": analysis,
-            "epoch": epoch,
-            "kind": "nonfinite" if isinstance(err, NonFiniteResult) else "error",
-            "error": "".join(traceback.format_exception_only(type(err), err)).strip(),
-            "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
-        },
-    )
-
-
-def error_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every analysis error record of a run (`analysis/<name>/*.error.json`), with its `path`."""
-    found = []
-    for path in sorted(Path(run_dir).glob("analysis/*/*.error.json")):
-        try:
-            found.append({**read_json(path), "path": str(path)})
-        except (OSError, ValueError):
-            found.append(
-                {"analysis": path.parent.name, "error": "unreadable error record", "path": str(path)}
-            )
-    return found
+    #: the `kind` of its error record (`alternet_pl.runs.write_error_record`)
+    error_kind: ClassVar[str] = "nonfinite"
 
 
 def _check_finite(model: nn.Module) -> None:
@@ -218,7 +189,7 @@ class AnalysisCallback(pl.Callback):
         Files: `<out_root>/analysis/<name>/<stem>.json|npz` (the record) and `<stem>[_<key>].png`.
         """
         rank, world = rank_and_world()
-        out_dir = Path(out_root) / "analysis" / self.name
+        out_dir = analysis_dir(out_root, self.name)
         context = AnalysisContext(
             epoch=epoch,
             out_dir=out_dir,
@@ -244,11 +215,10 @@ class AnalysisCallback(pl.Callback):
             settings=self.settings(),
         )
         if rank == 0:
-            stem = stem or f"epoch={epoch:03d}"
+            stem = stem or result_stem(epoch)
             paths = record.to_files(out_dir, stem)
             for key, figure in self.plot(record, context).items():
-                name = f"{stem}.png" if not key else f"{stem}_{key}.png"
-                paths[f"png:{key}"] = write_figure(out_dir / name, figure)
+                paths[f"png:{key}"] = write_figure(out_dir / figure_name(stem, key), figure)
             self._log(loggers, record, paths, step if step is not None else epoch)
         return record
 
@@ -306,8 +276,7 @@ class AnalysisCallback(pl.Callback):
             )
         except Exception as err:  # an analysis must not cost the training run (restore_state already ran)
             if trainer.is_global_zero:
-                out_dir = Path(trainer.default_root_dir) / "analysis" / self.name
-                write_error_record(out_dir, f"epoch={epoch:03d}", self.name, epoch, err)
+                write_error_record(trainer.default_root_dir, self.name, result_stem(epoch), epoch, err)
             if self.strict or trainer.world_size > 1:
                 raise  # under DDP the other ranks may wait in a collective: a clean crash beats a hang
             log.exception(

@@ -3,7 +3,8 @@
 A run is `runs/<experiment>/<version>/` with `config.yaml`, `metrics.csv` and
 `analysis/<name>/<stem>.json|.npz` (a typed record of `alternet_pl.analysis.records`, one stem per
 time an analysis ran, e.g. `epoch=003`), plus an error record `analysis/<name>/<stem>.error.json`
-where an analysis failed. The figures and the report read runs only through `Run`.
+where an analysis failed; `alternet_pl.runs` names these files and reads the config and the error
+records. The figures and the report read runs only through `Run`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from alternet_pl.analysis.records import RecordError, load_record
 from alternet_pl.errors import InputError
 from alternet_pl.plots import model_color, model_family, model_label
+from alternet_pl.runs import (
+    ANALYSIS_DIR,
+    METRICS_FILE,
+    ErrorRecord,
+    analysis_dir,
+    read_config,
+    read_error_records,
+    result_stems,
+)
 
 __all__ = [
     "ANALYSIS_NAMES",
-    "ERROR_SUFFIX",
-    "ErrorRecord",
     "Run",
     "load_run",
-    "read_error_records",
 ]
-
-#: file suffix of a failed analysis's error record, beside the results it would have written
-ERROR_SUFFIX = ".error.json"
 
 #: every analysis the report knows, in the order the report lists them
 ANALYSIS_NAMES = (
@@ -48,29 +51,6 @@ ANALYSIS_NAMES = (
     "corruption",
     "lesion",
 )
-
-_STEM_EPOCH = re.compile(r"epoch=(\d+)")
-
-
-@dataclass(frozen=True)
-class ErrorRecord:
-    """A failed analysis: which one, when (its stem), the error message and the record's path."""
-
-    analysis: str
-    stem: str
-    message: str
-    path: Path
-
-
-def _stem_key(path: Path) -> tuple[int, int, str]:
-    """Latest-result order: by epoch, then a plain `epoch=N` before `last-epoch=N`, then by name."""
-    m = _STEM_EPOCH.search(path.name)
-    return (int(m.group(1)) if m else -1, 0 if path.name.startswith("epoch=") else 1, path.name)
-
-
-def _is_result(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(ERROR_SUFFIX)
-
 
 #: the analysis callbacks' class names -> their `name` (read without importing torch / Lightning)
 _CALLBACK_NAMES = {
@@ -95,19 +75,6 @@ def _analysis_name(class_path: str) -> str | None:
     if isinstance(name, str) and name:
         return name
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.removesuffix("Callback")).lower() or None
-
-
-def read_error_records(run_dir: Path) -> list[ErrorRecord]:
-    """The error records under `run_dir/analysis/*/`, oldest stem first."""
-    out = []
-    for path in sorted((run_dir / "analysis").glob(f"*/*{ERROR_SUFFIX}"), key=_stem_key):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            data = {"message": f"unreadable error record ({err})"}
-        message = str(data.get("message") or data.get("error") or data.get("exception") or "failed")
-        out.append(ErrorRecord(path.parent.name, path.name[: -len(ERROR_SUFFIX)], message, path))
-    return out
 
 
 @dataclass(frozen=True)
@@ -175,7 +142,7 @@ class Run:
     @cached_property
     def metric_rows(self) -> list[dict[str, float]]:
         """metrics.csv as rows of floats (empty cells left out)."""
-        path = self.path / "metrics.csv"
+        path = self.path / METRICS_FILE
         if not path.is_file():
             return []
         rows = []
@@ -213,9 +180,7 @@ class Run:
     # ---- analysis results ------------------------------------------------------------------------
     def result_stems(self, analysis: str) -> list[str]:
         """The stems an analysis wrote a result for, oldest first."""
-        folder = self.path / "analysis" / analysis
-        files = [p for p in folder.glob("*.json") if _is_result(p)] if folder.is_dir() else []
-        return [p.stem for p in sorted(files, key=_stem_key)]
+        return result_stems(self.path, analysis)
 
     def has(self, analysis: str) -> bool:
         return self.record(analysis) is not None
@@ -233,7 +198,7 @@ class Run:
             return None
         key = (analysis, stem)
         if key not in self._records:
-            path = self.path / "analysis" / analysis / f"{stem}.json"
+            path = analysis_dir(self.path, analysis) / f"{stem}.json"
             try:
                 self._records[key] = load_record(path)
             except RecordError:
@@ -260,13 +225,9 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """A `Run` for a run directory. Raises ValueError if it holds neither metrics.csv nor analysis/."""
     path = Path(path)
-    if not (path / "metrics.csv").is_file() and not (path / "analysis").is_dir():
+    if not (path / METRICS_FILE).is_file() and not (path / ANALYSIS_DIR).is_dir():
         raise InputError(
             f"{path} is not a run directory (no metrics.csv or analysis/ inside): pass "
             "runs/<experiment>/<version>"
         )
-    config: dict[str, Any] = {}
-    if (path / "config.yaml").is_file():
-        with open(path / "config.yaml") as fh:
-            config = yaml.safe_load(fh) or {}
-    return Run(path=path, config=config)
+    return Run(path=path, config=read_config(path))

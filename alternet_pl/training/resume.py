@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from alternet_pl.errors import MissingInputError
+from alternet_pl.runs import checkpoints_dir
 
 __all__ = [
     "MetricsRowCount",
@@ -48,18 +49,9 @@ def newest_version(parent: Path) -> str | None:
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The most recently written of `checkpoints/last.ckpt` and Lightning's `hpc_ckpt_N.ckpt`."""
     found = [
-        p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()
+        p for p in [checkpoints_dir(run_dir) / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()
     ]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
-
-
-def run_dir_of(ckpt: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (`<run>/checkpoints/x.ckpt`, `<run>/hpc_ckpt_N.ckpt`)."""
-    if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
-        return ckpt.parent.parent
-    if ckpt.name.startswith("hpc_ckpt_") and (ckpt.parent / "config.yaml").is_file():
-        return ckpt.parent
-    return None
 
 
 def check_checkpoint_path(path: str) -> Path:

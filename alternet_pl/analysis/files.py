@@ -1,4 +1,8 @@
-"""The one result writer: every analysis writes `<dir>/<stem>.json|.npz|.png` atomically."""
+"""Atomic file writers (and the JSON reader) for every file the package writes: never a half-written file.
+
+Records (`alternet_pl.analysis.records`) write their `<stem>.json|.npz` through these, the callbacks
+their figures, `fit` its `config.yaml` and the report its pages; where each file goes in a run
+directory is `alternet_pl.runs`'s business."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+__all__ = ["read_json", "write_figure", "write_json", "write_npz", "write_text"]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -48,6 +54,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) atomically; returns the path."""
     path = Path(path)
     data = text.encode()
     _atomic_write(path, lambda fh: fh.write(data))
@@ -55,10 +62,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write `data` as indented JSON (arrays and tensors as lists, NaN as null, inf as "inf")."""
     return write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False))
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    """Write arrays (numpy or torch) as an uncompressed .npz atomically; returns the path."""
     path = Path(path)
     arrays = {
         k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in arrays.items()
@@ -80,30 +89,7 @@ def write_figure(path: str | os.PathLike, figure) -> Path:
     return path
 
 
-def write_results(
-    directory: str | os.PathLike,
-    stem: str,
-    summary: dict | None = None,
-    arrays: dict[str, Any] | None = None,
-    figures: dict[str, Any] | None = None,
-) -> dict[str, Path]:
-    """Write `<stem>.json` (summary), `<stem>.npz` (arrays) and `<stem>[_<name>].png` (figures).
-
-    A figure keyed "" is written as `<stem>.png`; others as `<stem>_<key>.png`.
-    Returns the written paths by kind.
-    """
-    directory = Path(directory)
-    written: dict[str, Path] = {}
-    if arrays:
-        written["npz"] = write_npz(directory / f"{stem}.npz", arrays)
-    if summary is not None:
-        written["json"] = write_json(directory / f"{stem}.json", summary)
-    for key, fig in (figures or {}).items():
-        name = f"{stem}.png" if not key else f"{stem}_{key}.png"
-        written[f"png:{key}"] = write_figure(directory / name, fig)
-    return written
-
-
 def read_json(path: str | os.PathLike) -> dict:
+    """The JSON document at `path`. Raises OSError / json.JSONDecodeError as `json.load` does."""
     with open(path) as fh:
         return json.load(fh)
