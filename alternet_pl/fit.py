@@ -27,6 +27,7 @@ from alternet_pl.callbacks import AnalysisCallback
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, run_command
 from alternet_pl.runs import (
+    ANALYSIS_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     RUN_DIR_ENV,
@@ -241,7 +242,7 @@ def summarize(run_dir: Path, trainer: Trainer) -> str:
     for name in (CONFIG_FILE, METRICS_FILE):
         if (run_dir / name).exists():
             lines.append(f"  {name}: {run_dir / name}")
-    analysis = run_dir / "analysis"
+    analysis = run_dir / ANALYSIS_DIR
     if analysis.is_dir():
         for sub in sorted(p for p in analysis.iterdir() if p.is_dir()):
             files = sorted(f.name for f in sub.iterdir() if not f.name.startswith("."))

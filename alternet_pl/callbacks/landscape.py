@@ -34,6 +34,7 @@ from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
 from alternet_pl.errors import InputError
 from alternet_pl.plots import landscape as plots
+from alternet_pl.runs import analysis_dir, result_stem
 from alternet_pl.training.checkpoints import load_checkpoint
 
 __all__ = ["LandscapeCallback", "TrajectoryCallback"]
@@ -202,7 +203,7 @@ class TrajectoryCallback(AnalysisCallback):
             return
         flat = flatten_trainable(model)
         if self.store == "disk":
-            path = Path(self._dir or "trajectory_weights") / f"epoch={epoch:03d}.npy"
+            path = Path(self._dir or "trajectory_weights") / f"{result_stem(epoch)}.npy"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, flat)
             self.snapshots[epoch] = path
@@ -211,7 +212,7 @@ class TrajectoryCallback(AnalysisCallback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._rank = trainer.global_rank
-        self._dir = Path(trainer.default_root_dir) / "analysis" / self.name / "weights"
+        self._dir = analysis_dir(trainer.default_root_dir, self.name) / "weights"
         if trainer.current_epoch not in self.snapshots:
             self.snapshot(getattr(pl_module, "model", pl_module), trainer.current_epoch)
         super().on_fit_start(trainer, pl_module)
