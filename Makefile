@@ -12,7 +12,7 @@ OUT ?= figures
 DATA_DIR ?= data
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install quickstart test test-slow lint bench bench-gpu reproduce-figures clean-runs
+.PHONY: install quickstart test test-slow lint bench bench-gpu bench-gpu-prepare reproduce-figures clean-runs
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ bench: install
 bench-gpu: install
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" $(TORCH_PINS)
 	bash benchmarks/gpu.sh $(if $(DRY_RUN),--dry-run)
+
+# the pure-Python dependencies of a GPU machine without internet (benchmarks/README.md)
+bench-gpu-prepare: install
+	bash benchmarks/gpu.sh --prepare benchmarks/.deps
 
 reproduce-figures: install
 ifneq ($(strip $(RUNS)),)

@@ -1,37 +1,49 @@
 """The GPU benchmark (run by `benchmarks/gpu.sh`): the code paths a CPU never exercises, at full size.
 
-    python -m benchmarks.gpu [--dry-run] [--out DIR]
+    python -m benchmarks.gpu [--dry-run] [--out DIR] [--only PREFIX,...] [--budget SECONDS]
 
-1. bf16-mixed training of `alter_r50` (`alternet_cifar_50`, 100 classes): images/s of our Lightning
-   step against a plain PyTorch bf16-autocast loop (same model, data, optimizer).
-2. A single-GPU DDP fit (NCCL): its step time over the plain single-device Lightning step.
-3. The Hessian on full-size ResNet-50 (`resnet_cifar_50`) and ViT-Ti (`vit_cifar_ti`) at batch 128:
-   time per product over a gradient (double backward cold and with the graph cache, forward-over-
-   reverse), peak memory with and without the graph cache over a gradient's, and PyHessian's product.
-4. Landscape cells per second against the forward floor (11 x 11 grid).
-Writes the same table as `benchmarks.run` to benchmarks/results/<date>-<gpu>-gpu.md.
-
-`--dry-run` runs every path at micro scale on whatever device there is (the CPU here), to prove the
-code before a GPU is lent: the figures then mean nothing.
+Sections, each model in its own guard (a failure or a time-out becomes a row saying what failed; the
+next section still runs):
+  hessian-error:<model>   every product path (cold and cached double backward, forward-over-reverse,
+                          PyHessian) against the cold double backward in fp32 with TF32 off, under each
+                          TF32 setting; that reference against float64
+  hessian-time:<model>    product time over a gradient's, the fused-attention gradient, ours vs PyHessian
+  hessian-memory:<model>  peak memory over a gradient's, and the graph each method holds between products
+  landscape               grid time over its forward floor
+  training                Lightning bf16-mixed step over a plain bf16 loop's
+  ddp                     a 2-device fit in a subprocess (skipped with one GPU)
+for `resnet_cifar_50` and `vit_cifar_ti` at batch 128 and `alternet_cifar_50`. After every section the
+table is rewritten to DIR as <date>-<machine>-gpu.md and .json, with the run's log beside them (.log);
+versions come first. `--dry-run` runs every path at micro sizes on the CPU (the figures mean nothing)
+and prints the H100 projection of the full run from its counts (`benchmarks.gpu_plan`).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import dataclasses
+import faulthandler
+import gc
+import importlib.metadata
+import json
+import os
+import signal
+import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.table import Row, interleaved, machine_description, ratios, render, write_results
+from benchmarks import gpu_plan
+from benchmarks.table import RESULTS_DIR, Row, machine_description, machine_slug, render
+
+__all__ = ["Scale", "FULL", "DRY", "Report", "main"]
+
+TITLE = "alternet-pl GPU benchmark"
 
 
 @dataclass(frozen=True)
@@ -41,364 +53,320 @@ class Scale:
     train_model: str
     num_classes: int
     train_batch: int
-    train_steps: int
+    train_steps: int  # per run, `warmup` of them untimed
     warmup: int
+    train_repeats: int
     workers: int
     hessian_models: tuple[str, ...]
     hessian_batch: int
-    repeats: int
+    repeats: int  # timed repetitions of each Hessian measurement (after one untimed)
+    tf32_settings: tuple[str, ...]
     grid_model: str
     grid_steps: int
     grid_batch: int
+    grid_repeats: int
+    ddp_timeout: int
 
 
+_MODELS = ("resnet_cifar_50", "vit_cifar_ti")
+_MICRO = ("resnet_cifar_micro", "vit_cifar_micro")
+_TF32 = ("off", "default", "on")
 FULL = Scale(
-    "alternet_cifar_50",
-    100,
-    128,
-    40,
-    10,
-    8,
-    ("resnet_cifar_50", "vit_cifar_ti"),
-    128,
-    5,
-    "alternet_cifar_50",
-    11,
-    256,
+    "alternet_cifar_50", 100, 128, 220, 20, 3, 12, _MODELS, 128, 5, _TF32, "alternet_cifar_50", 9, 128, 3, 150
 )
 DRY = Scale(
-    "alternet_cifar_micro",
-    10,
-    8,
-    5,
-    2,
-    0,
-    ("resnet_cifar_micro", "vit_cifar_micro"),
-    8,
-    2,
-    "alternet_cifar_micro",
-    3,
-    8,
+    "alternet_cifar_micro", 10, 8, 6, 2, 3, 0, _MICRO, 8, 3, _TF32, "alternet_cifar_micro", 3, 8, 3, 240
 )
+
+
+class SectionStopped(BaseException):
+    """A section ran past its time limit, or the process was told to stop (SIGTERM)."""
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
+class Report:
+    """The rows so far, the versions, the sections' outcomes; `write()` puts the markdown and JSON
+    (atomically) and `log()` appends to the log, all under one stem in `out`."""
+
+    def __init__(self, out: Path, stem: str, versions: dict[str, str], settings: str) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.md, self.json, self.log_path = (out / f"{stem}{ext}" for ext in (".md", ".json", ".log"))
+        self.versions, self.settings = versions, settings
+        self.rows: list[Row] = []
+        self.sections: list[dict] = []
+        self.status = "running"
+        self.plan_check: dict = {}
+        self._log = self.log_path.open("w", buffering=1)
+        faulthandler.enable(self._log)  # a crash in C code still leaves its stack in the log
+
+    def log(self, msg: str) -> None:
+        log(msg)
+        self._log.write(msg + "\n")
+
+    def write(self) -> None:
+        done = ", ".join(f"{x['name']} {x['status']} ({x['seconds']:.0f} s)" for x in self.sections)
+        settings = f"{self.settings}\n\nStatus: {self.status}. Sections: {done or 'none yet'}."
+        text = render(self.rows, TITLE, settings, self.versions)
+        doc = {
+            "title": TITLE,
+            "status": self.status,
+            "versions": self.versions,
+            "settings": self.settings,
+            "sections": self.sections,
+            "plan_check": self.plan_check,
+            "rows": [
+                dict(dataclasses.asdict(r), median=r.median if r.ratios else None, status=r.status)
+                for r in self.rows
+            ],
+        }
+        for path, content in ((self.md, text), (self.json, json.dumps(doc, indent=1) + "\n")):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(content)
+            os.replace(tmp, path)
 
 
-# ---- 1 and 2: training -------------------------------------------------------------------------------
-def training_rows(s: Scale, device: str, clock: str) -> list[Row]:
-    from benchmarks.training_suite import _data, lightning_steps, plain_steps
-
-    dm = _data(s.train_batch, s.train_steps, num_classes=s.num_classes, workers=s.workers)
-    accel = "gpu" if device == "cuda" else "cpu"
-    ours, plain = [], []
-    for rep in range(2):
-        for side in ("ours", "plain")[:: -1 if rep % 2 else 1]:
-            if side == "ours":
-                ours.append(
-                    lightning_steps(
-                        s.train_model,
-                        dm,
-                        s.train_steps,
-                        s.warmup,
-                        clock,
-                        accel,
-                        "bf16-mixed",
-                        num_classes=s.num_classes,
-                    )
-                )
-            else:
-                plain.append(
-                    plain_steps(
-                        s.train_model,
-                        dm,
-                        s.train_steps,
-                        s.warmup,
-                        clock,
-                        device,
-                        bf16=True,
-                        num_classes=s.num_classes,
-                    )
-                )
-    ips = lambda xs: f"{s.train_batch / _median(xs):.0f} img/s"  # noqa: E731
-    rows = [
-        Row(
-            "GPU training",
-            f"{s.train_model} bf16-mixed, batch {s.train_batch}: Lightning / plain bf16 loop (time per step)",
-            ips(ours),
-            f"plain {ips(plain)}",
-            ratios(ours, plain),
-            goal=1.05,
-        )
-    ]
-    log(f"  training: ours {ips(ours)}, plain {ips(plain)}")
-    single = _median(ours)
+def _version(dist: str, module: str) -> str:
     try:
-        ddp = lightning_steps(
-            s.train_model,
-            dm,
-            s.train_steps,
-            s.warmup,
-            clock,
-            accel,
-            "bf16-mixed",
-            strategy="ddp",
-            num_classes=s.num_classes,
-        )
-        rows.append(
-            Row(
-                "GPU training",
-                f"single-device DDP fit ({'NCCL' if device == 'cuda' else 'gloo'}) "
-                "step / plain Lightning step",
-                ips([ddp]),
-                f"single {ips([single])}",
-                [ddp / single],
-            )
-        )
-    except Exception as err:  # noqa: BLE001  (report, keep going: the other rows still count)
-        rows.append(
-            Row(
-                "GPU training",
-                "single-device DDP fit step",
-                "failed",
-                "-",
-                missed=f"{type(err).__name__}: {str(err)[:100]}",
-            )
-        )
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return rows
+        mod = __import__(module)
+    except Exception as err:  # noqa: BLE001  (an absent or broken package is a fact to report)
+        return f"not importable ({type(err).__name__})"
+    try:
+        ver = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        ver = getattr(mod, "__version__", "?")
+    return f"{ver} from {Path(mod.__file__).parent.parent}"
 
 
-# ---- 3: Hessian -----------------------------------------------------------------------------------------
-def peak_bytes(fn: Callable[[], object], device: str) -> tuple[int, int]:
-    """(peak, retained) bytes added by `fn`: CUDA allocator's high-water mark and what stays allocated
-    while `fn`'s result is alive; on the CPU the resident-set high-water mark (a dry run's stand-in)."""
+def versions(device: str) -> dict[str, str]:
+    """torch, CUDA, cuDNN, timm and the peers (with where they were imported from), driver, GPU."""
+    desc = machine_description()
+    desc["torch"] = (
+        f"{torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
+        f"{torch.get_num_threads()} intra-op thread(s)"
+    )
+    for dist, module in (
+        ("timm", "timm"),
+        ("lightning", "lightning"),
+        ("PyHessian", "pyhessian"),
+        ("hessian-eigenthings", "hessian_eigenthings"),
+        ("jsonargparse", "jsonargparse"),
+    ):
+        desc[dist] = _version(dist, module)
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        desc["gpu"] = (
+            f"{p.name}, {p.total_memory / 2**30:.0f} GiB, sm_{p.major}{p.minor}, "
+            f"{torch.cuda.device_count()} visible"
+        )
+        try:
+            smi = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+            desc["driver"] = subprocess.run(smi, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as err:
+            desc["driver"] = f"nvidia-smi failed ({type(err).__name__})"
+    return desc
+
+
+def sections(s: Scale, device: str, clock: str) -> list[tuple[str, Callable[[], list[Row]]]]:
+    """(name, function) of every section in run order: cheap and most telling first."""
+    from benchmarks import gpu_hessian as gh
+    from benchmarks import gpu_training as gt
+
+    shared: dict = {}
+    out: list[tuple[str, Callable[[], list[Row]]]] = []
+    for m in s.hessian_models:
+        out.append((f"hessian-error:{m}", lambda m=m: gh.error_rows(m, s, device)))
+    for m in s.hessian_models:
+        out.append((f"hessian-time:{m}", lambda m=m: gh.time_rows(m, s, device, clock)))
+        out.append((f"hessian-memory:{m}", lambda m=m: gh.memory_rows(m, s, device)))
+    out.append(("landscape", lambda: gt.landscape_rows(s, device, clock)))
+    out.append(("training", lambda: gt.training_rows(s, device, clock, shared)))
+    out.append(("ddp", lambda: gt.ddp_rows(s, device, clock, shared)))
+    return out
+
+
+def _free(device: str) -> None:
+    gc.collect()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        result = fn()
-        torch.cuda.synchronize()
-        peak, held = torch.cuda.max_memory_allocated() - base, torch.cuda.memory_allocated() - base
-        del result
-        return peak, held
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn()
-    return max(1, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024), 0
 
 
-def _cached_product(model: nn.Module, batch: tuple, v: torch.Tensor) -> object:
-    """A product with the graph cache; returns the operator, so its cached graphs stay alive."""
-    from benchmarks.hessian_suite import our_operator
-
-    op = our_operator(model, [batch], cache_graph=True)
-    op @ v
-    return op
+def _alarm(seconds: float) -> None:
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.0))
 
 
-def pyhessian_product(model: nn.Module, batch: tuple, device: str) -> Callable[[], object] | str:
-    """PyHessian's full-batch product (its gradient graph built once, as our cached graph), or why not."""
+def guarded(
+    report: Report, name: str, fn: Callable[[], list[Row]], limit: float, device: str, inject: str
+) -> None:
+    """Run one section under a time limit; its rows, or one row saying what failed, go to the report,
+    which is then rewritten."""
+
+    def over(signum, frame):  # noqa: ARG001
+        raise SectionStopped(f"over its {limit:.0f} s time limit")
+
+    if inject == f"{name}:timeout":
+        limit = 1.0
+    gpu_plan.begin(name)
+    start = time.perf_counter()
+    report.log(f"[gpu:{name}] limit {limit:.0f} s")
+    old = signal.signal(signal.SIGALRM, over)
+    _alarm(limit)
     try:
-        from pyhessian import hessian as PyHessian
-        from pyhessian.utils import hessian_vector_product
-    except ImportError:
-        return "not installed"
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            h = PyHessian(model, nn.CrossEntropyLoss(), data=batch, cuda=device == "cuda")
-        v = [torch.randn_like(p) for p in h.params]
-
-        def product() -> None:
-            with sdpa_kernel(SDPBackend.MATH):
-                hessian_vector_product(h.gradsH, h.params, v)
-
-        product()
-        return product
-    except Exception as err:  # noqa: BLE001
-        return f"{type(err).__name__}: {str(err)[:80]}"
-
-
-def hessian_rows(s: Scale, device: str, clock: str) -> list[Row]:
-    rows = []
-    for name in s.hessian_models:
-        rows += _hessian_one(name, s, device, clock)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    return rows
+        if inject == f"{name}:timeout":
+            time.sleep(limit + 5)  # interrupted by the alarm
+        if inject == name:
+            raise RuntimeError(f"failure injected into {name} (--inject-failure)")
+        rows = fn()
+        status, report_rows = "ok", rows
+    except (Exception, SectionStopped) as err:
+        status = "failed"
+        report.log("".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip())
+        what = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+        report_rows = [Row("GPU failures", f"section {name}", "failed", "-", missed=what)]
+    finally:
+        _alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    seconds = time.perf_counter() - start
+    report.rows += report_rows
+    report.sections.append({"name": name, "status": status, "seconds": round(seconds, 1)})
+    for r in report_rows:
+        report.log(f"  {r.figure}: {r.ours} | {r.baseline} | {r.cells()[4]} | {r.status}")
+    _free(device)
+    report.write()
 
 
-def _hessian_one(name: str, s: Scale, device: str, clock: str) -> list[Row]:
-    import timm
+def projection(device: str) -> tuple[str, dict[str, float]]:
+    """The full run's projected H100 seconds (one GPU) per section, from `plan(FULL)`, as text."""
+    from benchmarks.gpu_hessian import pyhessian_missing
 
-    import alternet_pl.models  # noqa: F401
-    from benchmarks.hessian_suite import forward_over_reverse, our_operator
+    units = gpu_plan.plan(FULL, pyhessian=not pyhessian_missing(), gpus=max(1, torch.cuda.device_count()))
+    per = gpu_plan.project(units, FULL)
+    total = sum(per.values())
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in per.items())
+    n = sum(sum(c.values()) for c in units.values())
+    text = (
+        f"Projected full run on one H100: {total:.0f} s ({total / 60:.1f} min; budget 6 min) for {n} units "
+        f"of work counted by the plan the dry run checks: {parts}. Assumptions: "
+        f"{gpu_plan.PROJECTION_ASSUMPTIONS}."
+    )
+    return text, per
 
-    rows = []
-    torch.manual_seed(0)
-    model = timm.create_model(name, num_classes=100).to(device).eval()
-    x = torch.randn(s.hessian_batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 100, (s.hessian_batch,), device=device)
-    batch = (x, y)
-    params = [p for p in model.parameters() if p.requires_grad]
-    cold = our_operator(model, [batch])
-    cached = our_operator(model, [batch], cache_graph=True)
-    fwd_rev = forward_over_reverse(model, batch)
-    v = torch.randn(cold.size, device=device)
 
-    def gradient() -> None:
-        torch.autograd.grad(F.cross_entropy(model(x), y), params)
+def _plan_check(report: Report, s: Scale) -> dict:
+    """Whether each section that ran through did exactly the work `plan(s)` counts for it."""
+    from benchmarks.gpu_hessian import pyhessian_missing
 
-    fns = {
-        "grad": gradient,
-        "cold": lambda: cold @ v,
-        "cached": lambda: cached @ v,
-        "for": lambda: fwd_rev(v),
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    want = gpu_plan.plan(s, pyhessian=not pyhessian_missing(), gpus=gpus)
+    got = gpu_plan.tallied()
+    ran = [x["name"] for x in report.sections if x["status"] == "ok"]
+    bad = {
+        n: {"tallied": str(dict(got.get(n, {}))), "planned": str(dict(want.get(n, {})))}
+        for n in ran
+        if got.get(n, {}) != want.get(n, {})
     }
-    peer = pyhessian_product(model, batch, device)
-    if callable(peer):
-        fns["pyhessian"] = peer
-    t = interleaved(fns, s.repeats, clock)
-    ms = lambda xs: f"{1e3 * _median(xs):.1f} ms"  # noqa: E731
-    base = f"gradient {ms(t['grad'])}"
-    for key, label in (
-        ("cold", "double backward, cold"),
-        ("cached", "double backward, graph cached"),
-        ("for", "forward-over-reverse"),
-    ):
-        rows.append(
-            Row(
-                "GPU Hessian",
-                f"{name} batch {s.hessian_batch}: product ({label}) / gradient",
-                ms(t[key]),
-                base,
-                ratios(t[key], t["grad"]),
-                goal=3.5 if key == "cold" else None,
+    return {"sections": ran, "matches": not bad, "mismatches": bad}
+
+
+def _run_sections(report: Report, args, s: Scale, device: str, clock: str, per: dict, start: float) -> None:
+    only = [p for p in args.only.split(",") if p]
+    chosen = [(n, f) for n, f in sections(s, device, clock) if not only or any(n.startswith(p) for p in only)]
+    for name, fn in chosen:
+        if report.status != "running":
+            break
+        left = args.budget - (time.perf_counter() - start)
+        if left < 20:
+            report.rows.append(
+                Row(
+                    "GPU failures",
+                    f"section {name}",
+                    "skipped",
+                    "-",
+                    missed=f"not started: {left:.0f} s of the {args.budget:.0f} s budget left",
+                )
             )
-        )
-    if callable(peer):
-        rows.append(
-            Row(
-                "GPU Hessian",
-                f"{name}: our cached product / PyHessian's product",
-                ms(t["cached"]),
-                f"PyHessian {ms(t['pyhessian'])}",
-                ratios(t["cached"], t["pyhessian"]),
-                goal=1.0,
-            )
-        )
-    else:
-        rows.append(Row("GPU Hessian", f"{name}: vs PyHessian", "-", "-", missed=f"PyHessian: {peer}"))
-    cached.clear_cache()
-    grad_mem = peak_bytes(gradient, device)[0]
-    mems = {
-        "no graph cache": peak_bytes(lambda: cold @ v, device),
-        "graph cache": peak_bytes(lambda: _cached_product(model, batch, v), device),
-        "forward-over-reverse": peak_bytes(lambda: fwd_rev(v), device),
-    }
-    mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
-    for label, (peak, held) in mems.items():
-        rows.append(
-            Row(
-                "GPU Hessian",
-                f"{name}: peak memory of a product ({label}) / gradient's",
-                mib(peak) + (f", {mib(held)} held between products" if held > 2**20 else ""),
-                f"gradient {mib(grad_mem)}",
-                [peak / grad_mem] if device == "cuda" else [],
-                note="" if device == "cuda" else "not measured on the CPU (the dry run only runs the code)",
-            )
-        )
-    log(f"  {name}: " + ", ".join(f"{k} {ms(x)}" for k, x in t.items()))
-    return rows
+            report.sections.append({"name": name, "status": "skipped", "seconds": 0.0})
+            report.write()
+            continue
+        limit = left if args.dry_run else min(left, 60 + 3 * per.get(name, 60))
+        guarded(report, name, fn, limit, device, args.inject_failure)
 
 
-# ---- 4: landscape --------------------------------------------------------------------------------------
-def landscape_rows(s: Scale, device: str, clock: str) -> list[Row]:
-    import timm
-
-    import alternet_pl.models  # noqa: F401
-    from alternet_pl.analysis.landscape import evaluate_grid, random_directions
-    from alternet_pl.analysis.loss import cross_entropy_loss
-
-    torch.manual_seed(0)
-    model = timm.create_model(s.grid_model, num_classes=100).to(device).eval()
-    batches = [
-        (
-            torch.randn(s.grid_batch, 3, 32, 32, device=device),
-            torch.randint(0, 100, (s.grid_batch,), device=device),
-        )
-        for _ in range(2)
-    ]
-    dirs = random_directions(model, n=2, seed=0)
-    axis = np.linspace(-1, 1, s.grid_steps)
-    cells = s.grid_steps**2
-
-    def floor() -> None:
-        with torch.inference_mode():
-            for _ in range(cells):
-                for xb, _ in batches:
-                    model(xb)
-
-    def grid() -> None:
-        evaluate_grid(model, cross_entropy_loss, batches, dirs, [axis, axis], progress=False)
-
-    t = interleaved({"floor": floor, "grid": grid}, max(2, s.repeats // 2), clock)
-    cps = lambda xs: f"{cells / _median(xs):.1f} cells/s"  # noqa: E731
-    return [
-        Row(
-            "GPU landscape",
-            f"{s.grid_model} {s.grid_steps}x{s.grid_steps} grid, 2x{s.grid_batch} images: "
-            "grid time / forward floor",
-            cps(t["grid"]),
-            f"floor {cps(t['floor'])}",
-            ratios(t["grid"], t["floor"]),
-            goal=1.1,
-        )
-    ]
-
-
-def main(argv: list[str] | None = None) -> Path | None:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="micro sizes on any device: proves the code paths")
-    ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the .md, .json and .log")
+    ap.add_argument("--only", default="", help="comma-separated section-name prefixes (default: all)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for all sections (default 510 on a GPU, 3600 in a dry run)",
+    )
+    ap.add_argument(
+        "--inject-failure",
+        default="",
+        metavar="SECTION[:timeout]",
+        help="test hook: SECTION raises, or with :timeout runs past its time limit",
+    )
     args = ap.parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not args.dry_run:
+    if not torch.cuda.is_available() and not args.dry_run:
         ap.error(
             "no CUDA device: this benchmark needs a GPU; pass --dry-run to check the code paths on the CPU"
         )
-    s = DRY if args.dry_run else FULL
-    clock = "cuda" if device == "cuda" else "wall"
+    if args.budget is None:
+        args.budget = 3600.0 if args.dry_run else 510.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the sections, rewriting the table after each; returns the markdown file's path."""
+    args = _arguments(argv)
+    start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    s, clock = (DRY if args.dry_run else FULL), ("cuda" if device == "cuda" else "wall")
+    os.environ.setdefault("WANDB_MODE", "disabled")
     if device == "cpu":
         torch.set_num_threads(1)
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    start = time.perf_counter()
-    machine = machine_description()
-    rows: list[Row] = []
-    for name, fn in (("hessian", hessian_rows), ("landscape", landscape_rows), ("training", training_rows)):
-        log(f"[gpu:{name}] on {device}{' (dry run)' if args.dry_run else ''}")
-        rows += fn(s, device, clock)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # timings: TF32 on
+    gpu_plan.COUNT_MISSING[0] = device == "cpu"  # on the GPU only the committed counts: no minutes spent
+    try:
+        proj_text, per = projection(device)
+    except Exception as err:  # noqa: BLE001  (a budget estimate must not stop the run)
+        proj_text, per = f"No projection ({type(err).__name__}: {err}).", {}
+    log(proj_text)
+    mode = f"DRY RUN at micro sizes on {device}: the figures mean nothing" if args.dry_run else "GPU run"
     settings = (
-        f"DRY RUN at micro sizes on {device}: the figures mean nothing" if args.dry_run else "GPU run"
-    ) + f"; {s}; took {time.perf_counter() - start:.0f} s; timings in {clock} seconds."
-    text = render(rows, "alternet-pl GPU benchmark", settings, machine)
-    print(text)
-    if args.no_write:
-        return None
-    suffix = "-gpu-dry-run" if args.dry_run else "-gpu"
-    path = write_results(text, args.out, suffix) if args.out else write_results(text, suffix=suffix)
-    log(f"written to {path}")
-    return path
+        f"{mode}. {s}. Timings in {clock} seconds with TF32 on, medians of interleaved repetitions; every "
+        f"gradient and product under the math attention kernel unless a row says fused.\n\n{proj_text}"
+    )
+    import datetime as dt
+
+    stem = f"{dt.date.today().isoformat()}-{machine_slug()}-gpu{'-dry-run' if args.dry_run else ''}"
+    report = Report(args.out, stem, versions(device), settings)
+    report.log(f"versions: {json.dumps(report.versions)}")
+    report.write()
+    gpu_plan.TALLY.clear()
+
+    def term(signum, frame):  # noqa: ARG001
+        report.status = "stopped by SIGTERM"
+        raise SectionStopped("stopped by SIGTERM (the command's time limit)")
+
+    signal.signal(signal.SIGTERM, term)
+    try:
+        _run_sections(report, args, s, device, clock, per, start)
+        report.status = "complete"
+    except SectionStopped:
+        pass  # between sections: what is written stays; the status says why it ended early
+    report.plan_check = _plan_check(report, s)
+    report.log(f"plan check: {json.dumps(report.plan_check)}")
+    report.log(f"took {time.perf_counter() - start:.0f} s; written to {report.md}")
+    report.write()
+    print(report.md.read_text())
+    return report.md
 
 
 if __name__ == "__main__":

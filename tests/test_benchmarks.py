@@ -1,11 +1,10 @@
-"""The benchmark machinery: verdicts, the dense reference and forward-over-reverse products are right,
-and the GPU script's code paths run on the CPU (`--dry-run`, slow)."""
+"""The benchmark machinery: verdicts, the dense reference and forward-over-reverse products are right
+(the GPU script's own tests: tests/test_gpu_benchmark.py)."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,14 +78,3 @@ def test_forward_over_reverse_product_matches_the_dense_hessian():
     v = torch.randn(h.shape[0], dtype=torch.float64)
     got = hessian_suite.forward_over_reverse(model, (x.double(), y))(v)
     assert torch.allclose(got, h @ v, rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.slow
-def test_gpu_script_dry_run_on_the_cpu(tmp_path):
-    from benchmarks import gpu
-
-    path = gpu.main(["--dry-run", "--out", str(tmp_path)])
-    text = path.read_text()
-    for section in ("GPU Hessian", "GPU landscape", "GPU training"):
-        assert f"| {section} |" in text
-    assert "DRY RUN" in text and "failed" not in text
