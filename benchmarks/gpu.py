@@ -217,6 +217,9 @@ def guarded(
     try:
         if inject == f"{name}:timeout":
             time.sleep(limit + 5)  # interrupted by the alarm
+        if inject in (f"{name}:sigterm", f"{name}:kill"):  # as `timeout` would, softly or not
+            os.kill(os.getpid(), signal.SIGTERM if inject.endswith("sigterm") else signal.SIGKILL)
+            time.sleep(5)
         if inject == name:
             raise RuntimeError(f"failure injected into {name} (--inject-failure)")
         rows = fn()
@@ -309,8 +312,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--inject-failure",
         default="",
-        metavar="SECTION[:timeout]",
-        help="test hook: SECTION raises, or with :timeout runs past its time limit",
+        metavar="SECTION[:timeout|:sigterm|:kill]",
+        help="test hook: SECTION raises, runs past its time limit, gets SIGTERM or SIGKILL",
     )
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() and not args.dry_run:
@@ -355,12 +358,15 @@ def main(argv: list[str] | None = None) -> Path:
         report.status = "stopped by SIGTERM"
         raise SectionStopped("stopped by SIGTERM (the command's time limit)")
 
-    signal.signal(signal.SIGTERM, term)
+    old_term = signal.signal(signal.SIGTERM, term)
     try:
         _run_sections(report, args, s, device, clock, per, start)
-        report.status = "complete"
     except SectionStopped:
         pass  # between sections: what is written stays; the status says why it ended early
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    if report.status == "running":
+        report.status = "complete"
     report.plan_check = _plan_check(report, s)
     report.log(f"plan check: {json.dumps(report.plan_check)}")
     report.log(f"took {time.perf_counter() - start:.0f} s; written to {report.md}")

@@ -55,6 +55,35 @@ def test_a_failing_section_leaves_the_others_rows_and_a_failure_row(tmp_path, ho
     assert doc["plan_check"]["matches"] and doc["plan_check"]["sections"] == ["hessian-error:vit_cifar_micro"]
 
 
+def test_sigterm_stops_the_run_after_recording_where(tmp_path):
+    only = "hessian-error:vit,landscape,training"
+    doc, md, _ = _run(tmp_path, "--only", only, "--inject-failure", "landscape:sigterm")
+    assert [(s["name"], s["status"]) for s in doc["sections"]] == [
+        ("hessian-error:vit_cifar_micro", "ok"),
+        ("landscape", "failed"),
+    ]  # training never started
+    assert doc["status"] == "stopped by SIGTERM" and "Status: stopped by SIGTERM" in md
+    assert [r["missed"] for r in doc["rows"] if r["missed"]] == [
+        "SectionStopped: stopped by SIGTERM (the command's time limit)"
+    ]
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_the_sections_written_before(tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks.gpu", "--dry-run", "--out", str(tmp_path), "--only",
+           "hessian-error:vit,landscape", "--inject-failure", "landscape:kill"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9
+    files = _files(tmp_path)
+    doc = json.loads(files[".json"].read_text())
+    assert doc["status"] == "running" and [s["name"] for s in doc["sections"]] == [
+        "hessian-error:vit_cifar_micro"
+    ]
+    assert "| GPU Hessian error | vit_cifar_micro" in files[".md"].read_text()
+    assert "[gpu:landscape]" in files[".log"].read_text()
+
+
 def test_the_full_run_is_projected_within_six_minutes():
     gpu_plan.COUNT_MISSING[0] = False  # the committed counts only: a new model must be counted on purpose
     try:
