@@ -2,8 +2,9 @@
 
 Runs the same analyses as the training callbacks, post hoc on a checkpoint, and writes the same
 files (`<out_dir>/analysis/<name>/<stem>.json|npz|png`; `out_dir` defaults to the checkpoint's
-run directory). Each analysis's options are flags `--<name>.<option>` (see `--help`); their defaults
-come from the run config's `analyses:` entry for that analysis when it has one.
+run directory). The analyses run as the `analyses:` list `fit` takes (same type, same checks): each
+named one's entry in the run config (`--analyses_from FILE`: in that file) with its flags
+`--<name>.<option>` laid over it (see `--help`); names come from `alternet_pl.registry`.
 
 The paper authors' checkpoints: `--official PATH --data cifar100 --analysis NAME ...` (instead of
 `--config` / `--ckpt_path`) loads PATH with `alternet_pl.models.load_official` (layout recognised from
@@ -17,8 +18,8 @@ defaults from a file's `analyses:` entries (e.g. configs/analysis/paper.yaml), a
 
 from __future__ import annotations
 
-import argparse
 import sys
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
-from alternet_pl.callbacks import ANALYSES
-from alternet_pl.errors import CommandFailed, InputError, run_command
+from alternet_pl.callbacks import AnalysisCallback, AnalysisList
+from alternet_pl.errors import CommandFailed, InputError, config_error_line, run_command
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
+from alternet_pl.registry import ANALYSES, closest, import_object, name_of_class_path
 from alternet_pl.runs import (
     analysis_dir,
     analysis_root_of_checkpoint,
@@ -43,12 +45,16 @@ from alternet_pl.training.module import ImageClassifier
 
 __all__ = [
     "DATA_NAMES",
+    "analysis_entries",
     "build_parser",
+    "check_names",
+    "instantiate_analyses",
     "load_checkpoint",
     "load_run_config",
     "main",
     "official_setup",
     "resolve_data_config",
+    "run_analyses",
     "run_config_defaults",
 ]
 
@@ -91,39 +97,31 @@ def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location
 
 
 def run_config_defaults(run_config: dict[str, Any]) -> dict[str, Any]:
-    """`{analysis name: init_args}` of the run config's `analyses:` entries: `analyze`'s defaults, so
-    an analysis runs post hoc as it ran during training unless a flag says otherwise."""
-    by_class = {cls.__name__: name for name, cls in ANALYSES.items()}
+    """`{analysis name: init_args}` of a config's `analyses:` entries (names from `alternet_pl.registry`):
+    `analyze`'s starting point, so an analysis runs post hoc as it ran during training unless a flag
+    says otherwise."""
     defaults: dict[str, Any] = {}
     for entry in run_config.get("analyses") or []:
         path = entry.get("class_path", "") if isinstance(entry, dict) else ""
-        name = by_class.get(path.split(".")[-1])
+        name = name_of_class_path(path)
         if name is not None:
             defaults[name] = dict(entry.get("init_args") or {})
     return defaults
 
 
-def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"<prefix>.a.b": 1}: nested option groups as the parser's dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(f"{prefix}.{key}", value))
-        else:
-            flat[f"{prefix}.{key}"] = value
-    return flat
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it, nested groups merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        inner = out.get(key)
+        out[key] = _merged(inner, value) if isinstance(value, dict) and isinstance(inner, dict) else value
+    return out
 
 
-def build_parser(
-    defaults: dict[str, Any] | None = None, analyses: Sequence[str] | None = None
-) -> ArgumentParser:
-    """The `analyze` parser with the options of `analyses` (None: every registered one);
-    `defaults` ({analysis name: init_args}) become those analyses' defaults.
-
-    Raises:
-        ValueError: a run-config option this version of the analysis does not take.
-    """
-    parser = ArgumentParser(description=__doc__, default_env=False)
+def build_parser() -> ArgumentParser:
+    """The `analyze` parser: the command's options, `--analysis NAME ...`, and every registered
+    analysis's options as `--<name>.<option>` (read only where given: the defaults are the run's)."""
+    parser = ArgumentParser(description=__doc__, default_env=False, exit_on_error=False)
     parser.add_argument("--config", type=str | None, default=None, help="the run's config.yaml")
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to analyse")
     parser.add_argument(
@@ -152,43 +150,63 @@ def build_parser(
         help="a YAML file whose analyses: entries give the defaults (e.g. configs/analysis/paper.yaml)",
     )
     parser.add_argument(
-        "--analysis", type=str, nargs="+", required=True, help=f"one or more of: {sorted(ANALYSES)}"
+        "--analysis", type=str, nargs="+", required=True, help=f"one or more of: {list(ANALYSES)}"
     )
     parser.add_argument(
         "--out_dir", type=str | None, default=None, help="default: the checkpoint's run directory"
     )
     parser.add_argument(
-        "--device",
-        type=str,
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu or cuda (default: cuda when available)",
+        "--device", type=str | None, default=None, help="cpu or cuda (default: cuda when available)"
     )
-    chosen = sorted(ANALYSES) if analyses is None else [a for a in analyses if a in ANALYSES]
-    for name in chosen:
-        parser.add_class_arguments(ANALYSES[name], name, sub_configs=True)
-    for name, init_args in (defaults or {}).items():
-        if name not in chosen:
-            continue
-        try:
-            parser.set_defaults(_flatten(name, init_args))
-        except Exception as err:  # noqa: BLE001  (an option this version does not know)
-            raise InputError(
-                f"the run config's {name!r} analysis has options this version does not take "
-                f"({err}); rewrite its `analyses:` entry (see CHANGELOG.md) or pass --out_dir and flags"
-            ) from err
+    for name, entry in ANALYSES.items():
+        parser.add_class_arguments(import_object(entry.callback), name, sub_configs=True)
     return parser
 
 
-def _first_pass(args: list[str]) -> argparse.Namespace:
-    """`--config` and `--analysis` of the command line, read by a first, permissive parse (argparse's
-    `parse_known_args`): the run config supplies the second parse's defaults, and only the chosen
-    analyses are built."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    pre.add_argument("--analysis", nargs="+")
-    pre.add_argument("--analyses_from")
-    pre.add_argument("--official")
-    return pre.parse_known_args(args)[0]
+def check_names(names: Sequence[str]) -> None:
+    """Every `--analysis` name is registered; else one line with the closest name.
+
+    Raises `InputError`.
+    """
+    for name in names:
+        if name not in ANALYSES:
+            near = closest(name)
+            hint = f"; did you mean {near!r}?" if near else ""
+            raise InputError(f"--analysis {name!r} is not an analysis{hint} (one of {list(ANALYSES)})")
+
+
+def analysis_entries(
+    names: Sequence[str], defaults: dict[str, Any], flags: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The `analyses:` list (class_path + init_args, as `fit` takes it) of the named analyses: each
+    one's `defaults` (the run config's entry) with its `--<name>.<option>` flags laid over them."""
+    return [
+        {
+            "class_path": ANALYSES[name].callback,
+            "init_args": _merged(defaults.get(name) or {}, flags.get(name) or {}),
+        }
+        for name in names
+    ]
+
+
+def instantiate_analyses(entries: list[dict[str, Any]]) -> list[AnalysisCallback]:
+    """The callbacks of an `analyses:` list, read with `fit`'s own type (`AnalysisList`).
+
+    Raises:
+        InputError: an option the analysis does not take, a value of the wrong type or out of range
+            (jsonargparse's or the constructor's own words, on one line).
+    """
+    parser = ArgumentParser(default_env=False, exit_on_error=False)
+    parser.add_argument("--analyses", type=AnalysisList, default=None)
+    try:
+        init = parser.instantiate_classes(parser.parse_object({"analyses": entries}))
+    except ArgumentError as err:
+        raise InputError(
+            f"{config_error_line(err)} (from a flag or the run config's analyses: entry)"
+        ) from err
+    except (ValueError, TypeError) as err:  # a constructor's own check
+        raise InputError(f"invalid analysis option: {' '.join(str(err).split())}") from err
+    return list(init.analyses)
 
 
 def resolve_data_config(data: str, root: str | None = None) -> dict[str, Any]:
@@ -250,67 +268,82 @@ def official_setup(
     return module, datamodule, run_config
 
 
-def main(args: list[str] | None = None) -> dict[str, Any]:
-    args = list(args if args is not None else sys.argv[1:])
-    first = _first_pass(args)
-    has_config = first.config and Path(first.config).is_file() and not first.official
-    run_config = load_run_config(first.config) if has_config else None
+def _analyses_defaults(run_config: dict[str, Any] | None, analyses_from: str | None) -> dict[str, Any]:
+    """{name: init_args}: the run config's entries, over those of `--analyses_from`."""
     defaults = run_config_defaults(run_config) if run_config else {}
-    if first.analyses_from:
-        source = Path(first.analyses_from)
+    if analyses_from:
+        source = Path(analyses_from)
         if not source.is_file():
             raise FileNotFoundError(f"--analyses_from {source}: no such file")
         defaults = {**run_config_defaults(yaml.safe_load(source.read_text()) or {}), **defaults}
-    parser = build_parser(defaults or None, first.analysis)
-    cfg = parser.parse_args(args)
-    unknown = [a for a in cfg.analysis if a not in ANALYSES]
-    if unknown:
-        parser.error(f"unknown analysis {unknown}; registered: {sorted(ANALYSES)}")
-    if cfg.official is not None:
-        if cfg.config is not None or cfg.ckpt_path is not None:
-            parser.error("--official replaces --config and --ckpt_path; pass one or the other")
-        if cfg.data is None:
-            parser.error(f"--official needs --data: one of {sorted(DATA_NAMES)} or a data config YAML")
-        module, datamodule, official_config = official_setup(cfg.official, cfg.data, cfg.data_root, cfg.arch)
-        module.to(cfg.device).eval()
-        ckpt = Path(cfg.official)
-        ckpt_stem = ckpt.name
+    return defaults
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    parser = build_parser()
+    cfg = parser.parse_args(list(args if args is not None else sys.argv[1:]), defaults=False)
+    check_names(cfg.analysis)
+    official, config, ckpt_path = cfg.get("official"), cfg.get("config"), cfg.get("ckpt_path")
+    if official is not None and (config is not None or ckpt_path is not None):
+        raise InputError("--official replaces --config and --ckpt_path; pass one or the other")
+    if official is not None and cfg.get("data") is None:
+        raise InputError(f"--official needs --data: one of {sorted(DATA_NAMES)} or a data config YAML")
+    if official is None and (config is None or ckpt_path is None):
+        raise InputError("pass --config RUN/config.yaml and --ckpt_path CKPT, or --official PATH --data NAME")
+    run_config = load_run_config(config) if official is None else None
+    defaults = _analyses_defaults(run_config, cfg.get("analyses_from"))
+    flags = {name: cfg[name].as_dict() for name in cfg.analysis if cfg.get(name) is not None}
+    callbacks = instantiate_analyses(analysis_entries(cfg.analysis, defaults, flags))
+    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if official is not None:
+        module, datamodule, official_config = official_setup(
+            official, cfg.data, cfg.get("data_root"), cfg.get("arch")
+        )
+        ckpt_stem = Path(official).name
         for suffix in (".tar", ".pth", ".pt"):  # the authors' files end in .pth.tar
             ckpt_stem = ckpt_stem.removesuffix(suffix)
-        out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / str(official_config["experiment"])
+        out_dir = Path(cfg.get("out_dir") or Path("runs") / str(official_config["experiment"]))
         checkpoint_epoch = 0
         out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, yaml.safe_dump(official_config, sort_keys=False))
     else:
-        if cfg.config is None or cfg.ckpt_path is None:
-            parser.error("pass --config RUN/config.yaml and --ckpt_path CKPT, or --official PATH --data NAME")
-        if run_config is None:
-            run_config = load_run_config(cfg.config)  # raises: not found / not a run config
         module = ImageClassifier(**dict(run_config["model"]))
-        checkpoint_epoch = load_checkpoint(module, cfg.ckpt_path)
-        module.to(cfg.device).eval()
+        checkpoint_epoch = load_checkpoint(module, ckpt_path)
         datamodule = instantiate_class((), run_config["data"])
-        ckpt = Path(cfg.ckpt_path)
+        ckpt = Path(ckpt_path)
         ckpt_stem = ckpt.stem
-        out_dir = Path(cfg.out_dir) if cfg.out_dir else analysis_root_of_checkpoint(ckpt)
-    try:
-        init = parser.instantiate(cfg)
-    except (ValueError, TypeError) as err:  # an option out of range: the analysis's constructor says so
-        raise InputError(f"invalid analysis option: {' '.join(str(err).split())}") from err
+        out_dir = Path(cfg.get("out_dir") or analysis_root_of_checkpoint(ckpt))
+    module.to(device).eval()
+    stem = result_stem(checkpoint_epoch, checkpoint=ckpt_stem)
+    return run_analyses(
+        dict(zip(cfg.analysis, callbacks)), module, datamodule, out_dir, checkpoint_epoch, stem
+    )
+
+
+def run_analyses(
+    callbacks: dict[str, AnalysisCallback],
+    module: ImageClassifier,
+    datamodule: Any,
+    out_dir: Path,
+    epoch: int,
+    stem: str,
+) -> dict[str, Any]:
+    """Run each analysis; a failure writes its error record and the others still run.
+
+    Returns {name: record}. Raises `AnalysisFailed` (exit 3) naming every failed one at the end.
+    """
     results, failed = {}, []
-    for name in cfg.analysis:
-        callback = init[name]
-        stem = result_stem(checkpoint_epoch, checkpoint=ckpt_stem)
+    for name, callback in callbacks.items():
         try:
-            results[name] = callback.run(module, datamodule, out_dir, epoch=checkpoint_epoch, stem=stem)
+            results[name] = callback.run(module, datamodule, out_dir, epoch=epoch, stem=stem)
         except Exception as err:  # noqa: BLE001  (recorded beside the results, then reported)
-            record = write_error_record(out_dir, name, stem, checkpoint_epoch, err)
+            record = write_error_record(out_dir, name, stem, epoch, err)
             failed.append(f"{name} ({' '.join(str(err).split())[:300]}; error record: {record})")
             print(f"{name}: FAILED, error record {record}", flush=True)
             continue
         print(f"{name}: {analysis_dir(out_dir, name) / stem}.*  {results[name].scalars()}", flush=True)
     if failed:
-        raise AnalysisFailed(f"{len(failed)} of {len(cfg.analysis)} analyses failed: " + "; ".join(failed))
+        raise AnalysisFailed(f"{len(failed)} of {len(callbacks)} analyses failed: " + "; ".join(failed))
     return results
 
 

@@ -56,6 +56,9 @@ def config_error_line(err: argparse.ArgumentError) -> str:
     if not lines:
         return "invalid arguments; see --help for the options and their types"
     key = re.match(r'Parser key "([^"]+)"', lines[0])
+    problem = _class_problem(str(err), key.group(1) if key else "")
+    if key and problem:  # a class_path entry (an analysis, a data module): jsonargparse's own words
+        return f"{key.group(1)}: {problem}; see --help for the options and their types"
     given = re.findall(r"(?:Given|Got) value: (.+)$", str(err), re.M)
     expected = [m for line in lines for m in re.findall(r"Expected a <class '([\w.]+)'>", line)]
     if key and given:
@@ -66,6 +69,34 @@ def config_error_line(err: argparse.ArgumentError) -> str:
         wants = " or ".join(dict.fromkeys(t for t in expected if t != "NoneType")) or "another type"
         return f"{name}={value!r} is not valid: expected {wants}; see --help for its type"
     return f"{lines[0]}; see --help for the options and their types"
+
+
+def _class_problem(text: str, key: str) -> str | None:
+    """What jsonargparse says is wrong inside a `class_path` entry, on one line: an option the class
+    does not take, a value of the wrong type, or a class that does not exist (with the registered
+    analysis class closest to it when `key` is `analyses`). None when the error is about no such entry."""
+    pattern = r"Problem with given class_path '([^']+)':\n(.*?)(?=\n    - |\n  Given value|\Z)"
+    found = re.search(pattern, text, re.S)
+    unknown = re.search(r"Expected a dot import path string: (\S+)", text)
+    if found and "has no attribute" not in found.group(2):
+        owner, detail = found.group(1).rpartition(".")[2], " ".join(found.group(2).split())
+        typed = re.match(r'Parser key "([^"]+)": Expected a <class \'([\w.]+)\'>\. Got value: (.*)$', detail)
+        if typed and "NestedArg(" in text:
+            return None  # a flag's wrong-typed value: the caller names its full key
+        if typed:
+            detail = f"{typed.group(1)}={typed.group(3)!r} is not valid: expected {typed.group(2)}"
+        return f"{owner}: {detail}"
+    path = found.group(1) if found else unknown.group(1) if unknown else None
+    if path is None:
+        return None
+    hint = ""
+    if key == "analyses":
+        from alternet_pl.registry import ANALYSES, closest  # plain data, no torch
+
+        near = closest(path.rpartition(".")[2], [entry.class_name for entry in ANALYSES.values()])
+        callback = next((e.callback for e in ANALYSES.values() if e.class_name == near), None)
+        hint = f" (did you mean {callback!r}?)" if callback else ""
+    return f"no class {path!r}{hint}"
 
 
 def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:

@@ -23,7 +23,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from alternet_pl.callbacks import AnalysisCallback
+from alternet_pl.callbacks import AnalysisList
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, run_command
 from alternet_pl.runs import (
@@ -133,9 +133,9 @@ class AlternetCLI(LightningCLI):
         )
         parser.add_argument(
             "--analyses",
-            type=list[AnalysisCallback] | None,
+            type=AnalysisList,
             default=None,
-            help="analysis callbacks (see configs/analysis/*.yaml)",
+            help="analysis callbacks (see configs/analysis/*.yaml; names in alternet_pl.registry)",
         )
 
     def experiment_name(self) -> str:

@@ -182,12 +182,58 @@ def run_label_in(text: str, run: Path) -> bool:
     return f"{run.parent.name}/{run.name}" in text
 
 
+def _one_line_exit_2(main, args, capsys) -> str:
+    """Run a command as `python -m` does; return its one error line (exit status 2)."""
+    from alternet_pl.errors import run_command
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(main, args)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err, err
+    return err
+
+
 def test_analyze_rejects_unknown_analysis(tmp_path, capsys):
     from alternet_pl import analyze
 
-    with pytest.raises(SystemExit):
-        analyze.main(["--config", "x.yaml", "--ckpt_path", "y.ckpt", "--analysis", "hesian"])
-    assert "hesian" in capsys.readouterr().err
+    err = _one_line_exit_2(
+        analyze.main, ["--config", "x.yaml", "--ckpt_path", "y.ckpt", "--analysis", "hesian"], capsys
+    )
+    assert "'hesian' is not an analysis; did you mean 'hessian'?" in err
+
+
+def test_analyze_keeps_jsonargparse_words_for_analysis_options(tmp_path, capsys):
+    """A flag or a run-config option the analysis does not take: jsonargparse's own words, one line."""
+    from alternet_pl import analyze
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model: {model: resnet_cifar_micro}\ndata: {class_path: alternet_pl.data.SyntheticDataModule}\n"
+        "analyses:\n  - class_path: alternet_pl.callbacks.hessian.HessianCallback\n"
+        "    init_args: {eigen: {kk: 3}}\n"
+    )
+    args = ["--config", str(config), "--ckpt_path", "x.ckpt", "--analysis", "hessian"]
+    err = _one_line_exit_2(analyze.main, args, capsys)
+    assert "HessianCallback: Group 'eigen' does not accept option 'kk'" in err
+    config.write_text(config.read_text().replace("kk: 3", "k: 3"))
+    err = _one_line_exit_2(analyze.main, [*args, "--hessian.eigen.k=abc"], capsys)
+    assert "hessian.eigen.k='abc' is not valid: expected int" in err
+    err = _one_line_exit_2(analyze.main, [*args, "--hessian.eigen.k=0"], capsys)
+    assert "EigenOptions: k=0" in err  # the constructor's own check
+
+
+def test_fit_keeps_jsonargparse_words_for_analysis_entries(tmp_path, capsys):
+    """A mistyped analysis class or option in fit's `analyses:` list: one line with what is wrong."""
+    wrong_class = tmp_path / "a.yaml"
+    wrong_class.write_text("analyses:\n  - class_path: FourierCallbak\n")
+    wrong_option = tmp_path / "b.yaml"
+    wrong_option.write_text("analyses:\n  - class_path: HessianCallback\n    init_args: {eigen: {kk: 3}}\n")
+    base = ["--config", str(ROOT / "experiments/quickstart.yaml"), "--print_config", "--config"]
+    err = _one_line_exit_2(fit.main, [*base, str(wrong_class)], capsys)
+    assert "did you mean 'alternet_pl.callbacks.fourier.FourierCallback'?" in err
+    err = _one_line_exit_2(fit.main, [*base, str(wrong_option)], capsys)
+    assert "Group 'eigen' does not accept option 'kk'" in err
 
 
 def test_experiment_defaults_to_the_first_config_files_name(tmp_path):

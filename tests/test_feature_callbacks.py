@@ -22,7 +22,8 @@ def _snapshot(module):
 @pytest.mark.parametrize("name", ["fourier", "variance", "freq_noise", "lesion"])
 def test_callbacks_write_results_and_restore_module(name, tmp_path):
     from alternet_pl.analysis.files import read_json
-    from alternet_pl.callbacks import ANALYSES, AnalysisData
+    from alternet_pl.callbacks import AnalysisData
+    from alternet_pl.registry import ANALYSES, import_object
 
     module, dm = micro_module_and_data("vit_cifar_micro" if name == "lesion" else "alternet_cifar_micro")
     module.train()
@@ -32,7 +33,7 @@ def test_callbacks_write_results_and_restore_module(name, tmp_path):
     opt.step()
     before = _snapshot(module)
     kwargs = {"freqs": [0.3, 0.9], "eps": 0.5} if name == "freq_noise" else {}
-    cb = ANALYSES[name](data=AnalysisData(num_batches=2, batch_size=8), **kwargs)
+    cb = import_object(ANALYSES[name].callback)(data=AnalysisData(num_batches=2, batch_size=8), **kwargs)
     result = cb.run(module, dm, tmp_path, epoch=3, optimizers=[opt])
     after = _snapshot(module)
     assert all(torch.equal(v, after[0][k]) for k, v in before[0].items())

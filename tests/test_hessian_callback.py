@@ -64,10 +64,10 @@ class StandInData:
 
 
 def test_callback_results_files_and_untouched_state(tmp_path):
-    from alternet_pl.callbacks import ANALYSES
     from alternet_pl.callbacks.hessian import HessianCallback
+    from alternet_pl.registry import ANALYSES, import_object
 
-    assert ANALYSES["hessian"] is HessianCallback
+    assert import_object(ANALYSES["hessian"].callback) is HessianCallback
     module, data = StandInModule(), StandInData()
     module.train()
     loss = cross_entropy_loss(module.model, data.analysis_batches("val", 3, None, False, 0, None)[0])[0]

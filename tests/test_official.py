@@ -163,7 +163,7 @@ def test_analyze_runs_analyses_on_an_official_checkpoint(tmp_path: Path) -> None
     assert record.layers[0] == "patch_embed" and record.layers == results["variance"].layers
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["official"]["arch"] == "vit_ti_cifar100" and config["model"]["model"] == "vit_cifar_ti"
-    with pytest.raises(SystemExit):  # --official and --config together
+    with pytest.raises(ValueError, match="--official replaces --config"):  # both together
         analyze.main([*args, "--config", str(data)])
     with pytest.raises(ValueError, match=r"has 100 classes but --data synthetic has 10"):
         analyze.main(
@@ -174,9 +174,9 @@ def test_analyze_runs_analyses_on_an_official_checkpoint(tmp_path: Path) -> None
 def test_analyze_official_arguments_are_checked_before_anything_loads(tmp_path: Path) -> None:
     from alternet_pl import analyze
 
-    with pytest.raises(SystemExit):  # --official without --data
+    with pytest.raises(ValueError, match="--official needs --data"):
         analyze.main(["--official", str(tmp_path / "x.pth"), "--analysis", "variance"])
-    with pytest.raises(SystemExit):  # neither --official nor --config / --ckpt_path
+    with pytest.raises(ValueError, match="pass --config"):  # neither --official nor --config / --ckpt_path
         analyze.main(["--analysis", "variance"])
     assert analyze.resolve_data_config("cifar100", "/data")["init_args"] == {"root": "/data"}
     with pytest.raises(ValueError, match=r"--data 'cifar1000'.*cifar100"):

@@ -1,10 +1,10 @@
 """Thin Lightning wrappers around the pure analyses in `alternet_pl.analysis`.
 
-Every analysis callback is imported here, so each registers its `name` in `ANALYSES` (used by
-`python -m alternet_pl.analyze --analysis NAME`). Grouped options live in `options`.
+Every analysis callback is imported here; `alternet_pl.registry` names them (plain data, no torch).
+Grouped options live in `options`.
 """
 
-from alternet_pl.callbacks.base import ANALYSES, AnalysisCallback, AnalysisContext, AnalysisFailure
+from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext, AnalysisFailure, AnalysisList
 from alternet_pl.callbacks.fourier import FourierCallback
 from alternet_pl.callbacks.hessian import HessianCallback
 from alternet_pl.callbacks.landscape import LandscapeCallback, TrajectoryCallback
@@ -23,11 +23,11 @@ from alternet_pl.callbacks.robustness import CorruptionCallback, FreqNoiseCallba
 from alternet_pl.callbacks.variance import VarianceCallback
 
 __all__ = [
-    "ANALYSES",
     "AnalysisCallback",
     "AnalysisContext",
     "AnalysisData",
     "AnalysisFailure",
+    "AnalysisList",
     "CorruptionCallback",
     "DensityOptions",
     "EigenOptions",

@@ -31,17 +31,14 @@ from alternet_pl.loggers.tables import log_analysis_record
 from alternet_pl.runs import analysis_dir, figure_name, result_stem, write_error_record
 
 __all__ = [
-    "ANALYSES",
     "AnalysisCallback",
+    "AnalysisList",
     "AnalysisContext",
     "AnalysisFailure",
     "NonFiniteResult",
 ]
 
 log = logging.getLogger(__name__)
-
-#: name -> AnalysisCallback subclass; filled by `AnalysisCallback.__init_subclass__`.
-ANALYSES: dict[str, type[AnalysisCallback]] = {}
 
 #: what a run is keyed by in the callback's state: "fit_start" (epoch 0) or "epoch" (epochs completed)
 RunPoint = Literal["fit_start", "epoch"]
@@ -100,12 +97,8 @@ class AnalysisCallback(pl.Callback):
             waiting in a collective.
     """
 
+    #: the analysis's name in `alternet_pl.registry` (its folder, `--analysis` name, scalar prefix)
     name: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            ANALYSES[cls.name] = cls
 
     def __init__(
         self,
@@ -303,3 +296,7 @@ class AnalysisCallback(pl.Callback):
         # on the CPU and collectives would fail.
         if "fit_end" in self.schedule.at:
             self._maybe_run(trainer, pl_module, "epoch", trainer.current_epoch)
+
+
+#: the type of `fit`'s and `analyze`'s `analyses:` list (class_path + init_args entries)
+AnalysisList = list[AnalysisCallback] | None

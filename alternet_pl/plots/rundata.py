@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from alternet_pl import registry
 from alternet_pl.analysis.records import RecordError, load_record
 from alternet_pl.errors import InputError
 from alternet_pl.plots import model_color, model_family, model_label
@@ -40,37 +41,16 @@ __all__ = [
     "load_run",
 ]
 
-#: every analysis the report knows, in the order the report lists them
-ANALYSIS_NAMES = (
-    "hessian",
-    "landscape",
-    "trajectory",
-    "fourier",
-    "variance",
-    "freq_noise",
-    "corruption",
-    "lesion",
-)
-
-#: the analysis callbacks' class names -> their `name` (read without importing torch / Lightning)
-_CALLBACK_NAMES = {
-    "HessianCallback": "hessian",
-    "LandscapeCallback": "landscape",
-    "TrajectoryCallback": "trajectory",
-    "FourierCallback": "fourier",
-    "VarianceCallback": "variance",
-    "FreqNoiseCallback": "freq_noise",
-    "CorruptionCallback": "corruption",
-    "LesionCallback": "lesion",
-}
+#: every analysis the report knows, in the order the report lists them (`alternet_pl.registry`)
+ANALYSIS_NAMES = registry.ANALYSIS_NAMES
 
 
 def _analysis_name(class_path: str) -> str | None:
-    """The `name` of an analysis callback given by its import path: the known ones by class name, a
-    class of an already imported module by its `name` attribute, else its snake-cased class name."""
+    """The `name` of an analysis callback given by its import path: a registered one by the registry,
+    a class of an already imported module by its `name` attribute, else its snake-cased class name."""
+    if (name := registry.name_of_class_path(class_path)) is not None:
+        return name
     module, _, cls = class_path.rpartition(".")
-    if cls in _CALLBACK_NAMES:
-        return _CALLBACK_NAMES[cls]
     name = getattr(getattr(sys.modules.get(module), cls, None), "name", None)
     if isinstance(name, str) and name:
         return name
