@@ -84,14 +84,14 @@ ANALYSES: dict[str, AnalysisEntry] = {
             "fourier",
             f"{_CB}.fourier.FourierCallback",
             f"{_REC}.FourierRecord",
-            None,
+            "alternet_pl.analysis.fourier.FourierOptions",
             None,
         ),
         AnalysisEntry(
             "variance",
             f"{_CB}.variance.VarianceCallback",
             f"{_REC}.VarianceRecord",
-            None,
+            "alternet_pl.analysis.variance.VarianceOptions",
             None,
         ),
         AnalysisEntry(
@@ -112,7 +112,7 @@ ANALYSES: dict[str, AnalysisEntry] = {
             "lesion",
             f"{_CB}.lesion.LesionCallback",
             f"{_REC}.LesionRecord",
-            None,
+            "alternet_pl.analysis.lesion.LesionOptions",
             None,
         ),
     )
