@@ -120,8 +120,9 @@ def _count(fn: Callable[[], object]) -> tuple[float, int]:
 
 
 def _meta_counts(name: str, batch: int) -> dict[str, tuple[float, int]]:
-    """FLOPs and operators of a gradient, a product (the dearer of double backward and forward-over-
-    reverse) and a forward pass of `name` at `batch`, on the meta device (nothing is computed)."""
+    """FLOPs and operators of a gradient, a product (the larger FLOPs and the larger operator count of
+    double backward and forward-over-reverse) and a forward pass of `name` at `batch`, on the meta
+    device (nothing is computed)."""
     import timm
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -141,7 +142,9 @@ def _meta_counts(name: str, batch: int) -> dict[str, tuple[float, int]]:
     with sdpa_kernel(SDPBackend.MATH):
         out = {
             "grad": _count(lambda: torch.autograd.grad(F.cross_entropy(model(x), y), params)),
-            "hvp": max(_count(double_backward), _count(lambda: forward_over_reverse(model, (x, y))(v))),
+            "hvp": tuple(
+                map(max, _count(double_backward), _count(lambda: forward_over_reverse(model, (x, y))(v)))
+            ),
         }
         with torch.no_grad():
             out["forward"] = _count(lambda: model(x))
