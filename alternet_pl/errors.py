@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 __all__ = [
     "DEBUG_ENV",
@@ -21,6 +21,7 @@ __all__ = [
     "InputError",
     "MissingInputError",
     "TrainingStopped",
+    "check_choice",
     "debug_enabled",
     "run_command",
 ]
@@ -43,6 +44,13 @@ class CommandFailed(RuntimeError):
 
 class TrainingStopped(CommandFailed):
     """Training was stopped on purpose (e.g. a non-finite loss); the message says how to go on."""
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Any) -> None:
+    """Raise `InputError` naming `owner.name` unless `value` is one of `choices` (a Literal or a tuple)."""
+    allowed = get_args(choices) or tuple(choices)
+    if value not in allowed:
+        raise InputError(f"{owner}: {name}={value!r} not understood; choose one of {list(allowed)}")
 
 
 def debug_enabled() -> bool:

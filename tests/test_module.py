@@ -1,6 +1,7 @@
 """ImageClassifier: schedule, metrics, mixup and optimisation against closed forms and hand computations."""
 
 import math
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -8,13 +9,21 @@ import torch
 from torch import nn
 
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.training.module import (
-    ImageClassifier,
-    create_model,
+from alternet_pl.training.module import ImageClassifier, Network, create_model
+from alternet_pl.training.recipe import MetricOptions, OptimizerOptions, Recipe, TargetOptions
+from alternet_pl.training.schedules import (
+    LRSchedule,
     official_warmup_cosine,
     official_warmup_multistep,
     warmup_cosine,
 )
+
+NO_MIXING = TargetOptions(mixup_alpha=0, cutmix_alpha=0)  # label smoothing 0.1 stays
+
+
+def classifier(name: str = "resnet_cifar_micro", num_classes: int = 10, **groups) -> ImageClassifier:
+    """An `ImageClassifier` of a registered network with the paper's recipe, `groups` replaced."""
+    return ImageClassifier(Network(name), num_classes, Recipe(**groups))
 
 
 def test_warmup_cosine_closed_form():
@@ -54,13 +63,10 @@ def _fit_recording_lrs(module, tmp_path, max_epochs, num_train=64, batch_size=16
 
 
 def test_scheduler_steps_per_iteration_with_the_closed_form(tmp_path):
-    module = ImageClassifier(
-        model="resnet_cifar_micro",
-        lr=1e-3,
-        warmup_epochs=1,
-        lr_schedule="per_step",
-        mixup_alpha=0,
-        cutmix_alpha=0,
+    module = classifier(
+        optimizer=OptimizerOptions(lr=1e-3),
+        schedule=LRSchedule(kind="per_step", warmup_epochs=1),
+        targets=NO_MIXING,
     )
     rec = _fit_recording_lrs(module, tmp_path, max_epochs=3)
     steps_per_epoch, total = 4, 12
@@ -99,8 +105,8 @@ def official_loop_lrs(base_lr, warmup_epochs, cosine_epochs, steps_per_epoch):
 
 def test_official_schedule_equals_the_authors_loop(tmp_path):
     """Default: warm-up from 0 per iteration, then a cosine stepped per epoch; 2 + 3 epochs of 4 steps."""
-    module = ImageClassifier(
-        model="resnet_cifar_micro", lr=1e-3, warmup_epochs=2, mixup_alpha=0, cutmix_alpha=0
+    module = classifier(
+        optimizer=OptimizerOptions(lr=1e-3), schedule=LRSchedule(warmup_epochs=2), targets=NO_MIXING
     )
     rec = _fit_recording_lrs(module, tmp_path, max_epochs=5)
     expected = official_loop_lrs(1e-3, warmup_epochs=2, cosine_epochs=3, steps_per_epoch=4)
@@ -140,20 +146,12 @@ class _OptimizerRecorder(_LRRecorder):
 
 
 def test_multistep_schedule_and_sgd_equal_the_authors_sgd_recipe(tmp_path):
-    """lr_schedule="multistep": 1 warm-up epoch from 0 per iteration, then MultiStepLR([2, 4], 0.2) per
+    """kind="multistep": 1 warm-up epoch from 0 per iteration, then MultiStepLR([2, 4], 0.2) per
     epoch over 5 epochs of 4 steps (the authors' 1 + 200 with [60, 120, 160], scaled down); plain SGD."""
-    module = ImageClassifier(
-        model="resnet_cifar_micro",
-        optimizer="sgd",
-        lr=0.1,
-        weight_decay=5e-4,
-        warmup_epochs=1,
-        lr_schedule="multistep",
-        lr_milestones=[2, 4],
-        lr_gamma=0.2,
-        mixup_alpha=0,
-        cutmix_alpha=0,
-        label_smoothing=0,
+    module = classifier(
+        optimizer=OptimizerOptions(name="sgd", lr=0.1, weight_decay=5e-4),
+        schedule=LRSchedule(kind="multistep", warmup_epochs=1, milestones=(2, 4), gamma=0.2),
+        targets=TargetOptions(label_smoothing=0, mixup_alpha=0, cutmix_alpha=0),
     )
     rec = _OptimizerRecorder()
     dm = SyntheticDataModule(num_train=64, num_val=16, batch_size=16, auto_augment=None)
@@ -182,8 +180,8 @@ def test_multistep_schedule_and_sgd_equal_the_authors_sgd_recipe(tmp_path):
     for epoch, want in ((0, 1.0), (59, 1.0), (60, 0.2), (159, 0.04), (160, 0.008), (199, 0.008)):
         step = 391 + epoch * 391
         assert official_warmup_multistep(step, 391, 391, (60, 120, 160), 0.2) == pytest.approx(want)
-    with pytest.raises(ValueError, match="lr_milestones"):
-        ImageClassifier(model="resnet_cifar_micro", lr_milestones=[120, 60])
+    with pytest.raises(ValueError, match=r"LRSchedule: milestones=\[120, 60\]"):
+        LRSchedule(milestones=(120, 60))
 
 
 class _Logits(nn.Module):
@@ -194,9 +192,7 @@ class _Logits(nn.Module):
 
 
 def test_nll_and_ece_equal_hand_computation():
-    module = ImageClassifier(
-        model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0, ece_bins=15
-    )
+    module = classifier(num_classes=3, targets=NO_MIXING, metrics=MetricOptions(ece_bins=15))
     module.model = _Logits()
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.34, 0.33, 0.33]])
     labels = torch.tensor([0, 1, 1, 2])
@@ -216,11 +212,9 @@ def test_official_metrics_ten_bins_and_mean_of_batch_means():
     probs = torch.tensor([[0.92, 0.04, 0.04], [0.95, 0.03, 0.02], [0.45, 0.35, 0.2], [0.55, 0.25, 0.2]])
     labels = torch.tensor([0, 1, 0, 2])
     nll = -(probs[torch.arange(4), labels].log())
-    official = ImageClassifier(model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0)
+    official = classifier(num_classes=3, targets=NO_MIXING)
     official.model = _Logits()
-    per_sample = ImageClassifier(
-        model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0, nll_average="per_sample"
-    )
+    per_sample = classifier(num_classes=3, targets=NO_MIXING, metrics=MetricOptions(nll_average="per_sample"))
     per_sample.model = _Logits()
     for module in (official, per_sample):
         module.validation_step((probs[:1].log(), labels[:1]), 0)  # a batch of 1, then one of 3
@@ -232,9 +226,7 @@ def test_official_metrics_ten_bins_and_mean_of_batch_means():
     # 15 bins split .92 and .95 apart: [.8667, .9333) and [.9333, 1]
     ece15 = (abs(1 - 0.92) + abs(0 - 0.95) + abs(0 - 0.55) + abs(1 - 0.45)) / 4
     assert official.val_ece.compute() == pytest.approx(ece10, rel=1e-5)
-    fifteen = ImageClassifier(
-        model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0, ece_bins=15
-    )
+    fifteen = classifier(num_classes=3, targets=NO_MIXING, metrics=MetricOptions(ece_bins=15))
     fifteen.model = _Logits()
     fifteen.validation_step((probs.log(), labels), 0)
     assert fifteen.val_ece.compute() == pytest.approx(ece15, rel=1e-5)
@@ -264,7 +256,7 @@ def test_val_metrics_and_corruption_analysis_share_one_ece_and_nll_with_ten_bins
     assert ece == pytest.approx(0.436667, abs=1e-6)
     nll = -probs[torch.arange(6), labels].log()
     per_batch, per_sample = float((nll[:2].mean() + nll[2:].mean()) / 2), float(nll.mean())
-    module = ImageClassifier(model="resnet_cifar_micro", num_classes=3, mixup_alpha=0, cutmix_alpha=0)
+    module = classifier(num_classes=3, targets=NO_MIXING)
     module.model = _Logits()
     for i, batch in enumerate(batches):
         module.validation_step(batch, i)
@@ -284,11 +276,10 @@ def test_weight_decay_on_every_parameter_by_default_exemption_is_an_option():
         return {n: p.numel() for n, p in module.model.named_parameters() if module.decay_exempt(n, p)}
 
     with torch.device("meta"):
-        alternet = ImageClassifier(model="alternet_cifar_50", num_classes=100)
-        alternet_matrices = ImageClassifier(
-            model="alternet_cifar_50", num_classes=100, weight_decay_on="matrices"
-        )
-        vit_matrices = ImageClassifier(model="vit_cifar_ti", num_classes=100, weight_decay_on="matrices")
+        matrices = OptimizerOptions(weight_decay_on="matrices")
+        alternet = classifier("alternet_cifar_50", num_classes=100)
+        alternet_matrices = classifier("alternet_cifar_50", num_classes=100, optimizer=matrices)
+        vit_matrices = classifier("vit_cifar_ti", num_classes=100, optimizer=matrices)
     assert exempt(alternet) == {}  # the authors: AdamW(model.parameters()) decays everything
     assert sum(exempt(alternet_matrices).values()) == 55_524  # BN affines and biases
     skipped = exempt(vit_matrices)
@@ -296,15 +287,13 @@ def test_weight_decay_on_every_parameter_by_default_exemption_is_an_option():
     assert {"pos_embed", "cls_token", "blocks.0.norm1.weight", "head.bias"} <= skipped.keys()
     assert "blocks.0.attn.qkv.weight" not in skipped
     with pytest.raises(ValueError, match=r"weight_decay_on='some'.*'all', 'matrices'"):
-        ImageClassifier(model="resnet_cifar_micro", weight_decay_on="some")
-    with pytest.raises(ValueError, match=r"lr_schedule='cosine'.*'official', 'per_step'"):
-        ImageClassifier(model="resnet_cifar_micro", lr_schedule="cosine")
+        OptimizerOptions(weight_decay_on="some")
+    with pytest.raises(ValueError, match=r"kind='cosine'.*'official', 'per_step'"):
+        LRSchedule(kind="cosine")
 
 
 def test_fit_start_prints_global_batch_and_lr(tmp_path, caplog):
-    module = ImageClassifier(
-        model="resnet_cifar_micro", lr=1.25e-4, lr_reference_batch=96, mixup_alpha=0, cutmix_alpha=0
-    )
+    module = classifier(optimizer=OptimizerOptions(lr=1.25e-4, lr_reference_batch=96), targets=NO_MIXING)
     with caplog.at_level("INFO"):
         _fit_recording_lrs(module, tmp_path, max_epochs=1, num_train=48, batch_size=24)
     assert (
@@ -314,9 +303,7 @@ def test_fit_start_prints_global_batch_and_lr(tmp_path, caplog):
 
 
 def test_mixup_targets_sum_to_one():
-    module = ImageClassifier(
-        model="resnet_cifar_micro", num_classes=10, mixup_alpha=1.0, cutmix_alpha=0.8, label_smoothing=0.1
-    )
+    module = classifier(targets=TargetOptions(label_smoothing=0.1, mixup_alpha=1.0, cutmix_alpha=0.8))
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
     mixed_x, targets = module.mixup_fn(x, y)
     assert targets.shape == (8, 10)
@@ -324,18 +311,59 @@ def test_mixup_targets_sum_to_one():
     assert mixed_x.shape == x.shape
 
 
+def configured(module: ImageClassifier, steps: int = 10, epochs: int = 2) -> dict:
+    """`module.configure_optimizers()` under a stand-in trainer of `steps` optimizer steps over `epochs`."""
+    module.trainer = SimpleNamespace(
+        estimated_stepping_batches=steps, max_epochs=epochs, world_size=1, accumulate_grad_batches=1
+    )
+    return module.configure_optimizers()
+
+
 def test_one_optimizer_step_lowers_the_loss():
+    """One step of the optimizer `configure_optimizers` returns, at the schedule's first lr (no warm-up)."""
     torch.manual_seed(0)
-    module = ImageClassifier(model="alternet_cifar_micro", lr=1e-3, mixup_alpha=0, cutmix_alpha=0)
+    module = classifier(
+        "alternet_cifar_micro",
+        optimizer=OptimizerOptions(lr=1e-3),
+        schedule=LRSchedule(warmup_epochs=0),
+        targets=NO_MIXING,
+    )
+    optimizer = configured(module)["optimizer"]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     module.model.eval()  # fixed BN statistics so the two losses are comparable
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     before = module.eval_loss((x, y))
     before.backward()
-    opt.step()
+    optimizer.step()
     with torch.no_grad():
         after = module.eval_loss((x, y))
     assert after < before
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+@pytest.mark.parametrize("decay_on", ["all", "matrices"])
+def test_configured_optimizer_decays_each_weight_by_one_minus_lr_times_weight_decay(name, decay_on):
+    """With zero gradients one step is the decay alone: AdamW's decoupled decay and SGD's L2 term (first
+    momentum buffer = the gradient) both multiply a decayed weight by exactly 1 - lr * weight_decay and leave
+    an exempt one as it was. Every parameter decays with "all" (the authors); "matrices" spares 1-D ones."""
+    lr, weight_decay = 0.1, 0.05
+    module = classifier(
+        optimizer=OptimizerOptions(name=name, lr=lr, weight_decay=weight_decay, weight_decay_on=decay_on),
+        schedule=LRSchedule(warmup_epochs=0),
+        targets=NO_MIXING,
+    )
+    optimizer = configured(module)["optimizer"]
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    for p in module.model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    exempt = 0
+    for n, p in module.model.named_parameters():
+        spared = decay_on == "matrices" and p.ndim <= 1
+        exempt += spared
+        want = before[n] if spared else before[n] * (1 - lr * weight_decay)
+        torch.testing.assert_close(p.detach(), want, rtol=1e-6, atol=0, msg=n)
+    assert (exempt > 0) is (decay_on == "matrices")
 
 
 def test_unknown_model_lists_close_names():
@@ -345,7 +373,7 @@ def test_unknown_model_lists_close_names():
 
 def test_num_classes_mismatch_is_an_error(tmp_path):
     dm = SyntheticDataModule(num_train=32, num_val=16, batch_size=16, num_classes=10)
-    module = ImageClassifier(model="resnet_cifar_micro", num_classes=7)
+    module = classifier(num_classes=7)
     trainer = pl.Trainer(
         max_steps=1,
         accelerator="cpu",

@@ -7,11 +7,11 @@ Each validates itself on construction, so a wrong value fails with one line nami
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal
 
 from alternet_pl.analysis.hessian import EigenMethod, TraceMethod, Which
 from alternet_pl.analysis.weight_decay import WeightDecayForm
-from alternet_pl.errors import InputError
+from alternet_pl.errors import InputError, check_choice
 
 __all__ = [
     "AnalysisData",
@@ -26,13 +26,6 @@ __all__ = [
 
 Split = Literal["val", "train"]
 When = Literal["fit_start", "warmup_end", "fit_end"]
-
-
-def check_choice(owner: str, name: str, value: Any, choices: Any) -> None:
-    """Raise ValueError naming `owner.name` unless `value` is one of `choices` (a Literal or a tuple)."""
-    allowed = get_args(choices) or tuple(choices)
-    if value not in allowed:
-        raise InputError(f"{owner}: {name}={value!r} not understood; choose one of {list(allowed)}")
 
 
 @dataclass(frozen=True)
