@@ -246,11 +246,10 @@ def official_setup(
     layout = OFFICIAL_LAYOUTS[model.official_arch]
     num_classes = int(model.num_classes)
     model_config = {
-        "model": layout.model,
-        "model_kwargs": dict(layout.model_kwargs),
+        "network": {"name": layout.model, "kwargs": dict(layout.model_kwargs)},
         "num_classes": num_classes,
     }
-    module = ImageClassifier.with_model(model, **model_config)  # the loaded model, not built twice
+    module = ImageClassifier(model, num_classes)  # the loaded model (not built twice), the paper's recipe
     data_config = resolve_data_config(data, root)
     datamodule = instantiate_class((), data_config)
     data_classes = getattr(datamodule, "num_classes", num_classes)
@@ -307,7 +306,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, yaml.safe_dump(official_config, sort_keys=False))
     else:
-        module = ImageClassifier(**dict(run_config["model"]))
+        module = ImageClassifier.from_config(run_config["model"])
         checkpoint_epoch = load_checkpoint(module, ckpt_path)
         datamodule = instantiate_class((), run_config["data"])
         ckpt = Path(ckpt_path)

@@ -185,9 +185,9 @@ def hessian_case(request) -> tuple[nn.Module, list, torch.Tensor]:
 def micro_module_and_data(model_name: str = "alternet_cifar_micro") -> tuple:
     """A registered micro model in an `ImageClassifier` and a small synthetic datamodule (seeded)."""
     from alternet_pl.data.synthetic import SyntheticDataModule
-    from alternet_pl.training.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier, Network
 
     torch.manual_seed(0)
-    module = ImageClassifier(model_name, num_classes=10)
+    module = ImageClassifier(Network(model_name), num_classes=10)
     dm = SyntheticDataModule(num_train=32, num_val=40, batch_size=16)
     return module, dm

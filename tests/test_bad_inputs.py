@@ -198,8 +198,8 @@ def _fit_fails(tmp_path, capsys, *flags: str, analyses: str | None = None) -> st
 @pytest.mark.parametrize(
     "flags, analyses, expected",
     [
-        (["--model.model=alternet_cifar_nope"], None, "unknown model 'alternet_cifar_nope'"),
-        (["--model.model_kwargs={layout: [C, CX, CM, CM]}"], None, "letter"),
+        (["--model.network.name=alternet_cifar_nope"], None, "unknown model 'alternet_cifar_nope'"),
+        (["--model.network.kwargs={layout: [C, CX, CM, CM]}"], None, "letter"),
         (["--model.num_classes=7"], None, "set --model.num_classes=10"),
         (["--data.init_args.batch_size=64", "--data.init_args.drop_last=true"], None, "drop_last=false"),
         (["--config", str(ROOT / "configs/trainer/ddp.yaml")], None, "--trainer.accelerator=cpu"),
@@ -295,7 +295,7 @@ def test_analyze_records_a_failed_analysis_runs_the_rest_and_ends_with_one_line(
     from alternet_pl import analyze
     from alternet_pl.errors import run_command
     from alternet_pl.runs import read_error_records
-    from alternet_pl.training.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier, Network
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -304,7 +304,7 @@ def test_analyze_records_a_failed_analysis_runs_the_rest_and_ends_with_one_line(
         "data:\n  class_path: alternet_pl.data.SyntheticDataModule\n"
         "  init_args: {num_train: 16, num_val: 16, batch_size: 8}\n"
     )
-    module = ImageClassifier(model="alternet_cifar_micro", num_classes=10)
+    module = ImageClassifier(Network("alternet_cifar_micro"), num_classes=10)
     torch.save({"state_dict": module.state_dict(), "epoch": 0}, run / "checkpoints" / "last.ckpt")
     args = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
     args += ["--analysis", "fourier", "variance", "--fourier.layers=[nope]", "--fourier.data.num_batches=1"]

@@ -7,7 +7,9 @@ from alternet_pl.analysis.records import ScalarRecord
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisFailure
 from alternet_pl.callbacks.options import AnalysisData, Schedule
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.training.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier, Network
+from alternet_pl.training.recipe import Recipe, TargetOptions
+from alternet_pl.training.schedules import LRSchedule
 
 ONE_BATCH = AnalysisData(num_batches=1)
 
@@ -42,9 +44,10 @@ class Order(pl.Callback):
 
 def _fit(tmp_path, callbacks, warmup_epochs=1.5, epochs=3):
     dm = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
-    module = ImageClassifier(
-        model="resnet_cifar_micro", warmup_epochs=warmup_epochs, mixup_alpha=0, cutmix_alpha=0
+    recipe = Recipe(
+        schedule=LRSchedule(warmup_epochs=warmup_epochs), targets=TargetOptions(mixup_alpha=0, cutmix_alpha=0)
     )
+    module = ImageClassifier(Network("resnet_cifar_micro"), recipe=recipe)
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",

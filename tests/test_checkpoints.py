@@ -19,7 +19,9 @@ from alternet_pl.training.checkpoints import (
     load_checkpoint,
     load_state_dict_into,
 )
-from alternet_pl.training.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier, Network
+from alternet_pl.training.recipe import Recipe, TargetOptions
+from alternet_pl.training.schedules import LRSchedule
 
 
 class _WritesMarker:
@@ -32,10 +34,12 @@ class _WritesMarker:
         return (Path.touch, (Path(self.path),))
 
 
-def _module(**kw) -> ImageClassifier:
-    return ImageClassifier(
-        model="alternet_cifar_micro", num_classes=4, mixup_alpha=0, cutmix_alpha=0, warmup_epochs=0, **kw
-    )
+NO_MIXING = TargetOptions(mixup_alpha=0, cutmix_alpha=0)
+
+
+def _module(**groups) -> ImageClassifier:
+    recipe = Recipe(**{"targets": NO_MIXING, "schedule": LRSchedule(warmup_epochs=0), **groups})
+    return ImageClassifier(Network("alternet_cifar_micro"), num_classes=4, recipe=recipe)
 
 
 def _trainer(root: Path, **kw) -> pl.Trainer:
@@ -145,7 +149,7 @@ def test_missing_checkpoint(tmp_path):
 
 
 def test_checkpoint_of_another_architecture_names_file_and_architecture(real_checkpoint):
-    other = ImageClassifier(model="resnet_cifar_micro", num_classes=4, mixup_alpha=0, cutmix_alpha=0)
+    other = ImageClassifier(Network("resnet_cifar_micro"), num_classes=4, recipe=Recipe(targets=NO_MIXING))
     with pytest.raises(InputError) as err:
         load_state_dict_into(other, load_checkpoint(real_checkpoint), real_checkpoint)
     assert str(real_checkpoint) in str(err.value) and "resnet_cifar_micro" in str(err.value)
@@ -187,7 +191,7 @@ def test_nonfinite_loss_stops_with_one_message_and_keeps_the_last_good_checkpoin
     pl.seed_everything(0)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"), every_n_train_steps=2, save_last=True)
     trainer = _trainer(tmp_path, max_epochs=3, callbacks=[ckpt, NonFiniteLossGuard()])
-    module = _GoesNaN(model="alternet_cifar_micro", num_classes=4, mixup_alpha=0, cutmix_alpha=0)
+    module = _GoesNaN(Network("alternet_cifar_micro"), num_classes=4, recipe=Recipe(targets=NO_MIXING))
     with pytest.raises(NonFiniteLossError) as err:
         trainer.fit(module, datamodule=_data())
     message = str(err.value)

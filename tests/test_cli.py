@@ -99,14 +99,14 @@ def test_run_dir_is_never_reused(tmp_path, monkeypatch):
 
 def test_analyze_rejects_a_corrupt_checkpoint(tmp_path):
     from alternet_pl.analyze import load_checkpoint
-    from alternet_pl.training.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier, Network
 
-    module = ImageClassifier(model="resnet_cifar_micro")
+    module = ImageClassifier(Network("resnet_cifar_micro"))
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt"):
         load_checkpoint(module, broken)
-    other = ImageClassifier(model="alternet_cifar_micro")
+    other = ImageClassifier(Network("alternet_cifar_micro"))
     torch.save({"state_dict": other.state_dict(), "epoch": 1}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="does not match the architecture"):
         load_checkpoint(module, tmp_path / "other.ckpt")

@@ -59,8 +59,8 @@ def test_ddp_validation_metrics_equal_a_single_process_validation(tmp_path):
     from alternet_pl.training.module import ImageClassifier
 
     checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    module = ImageClassifier(
-        **{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    module = ImageClassifier.from_config(
+        {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     )
     module.load_state_dict(checkpoint["state_dict"])
     dm = SyntheticDataModule(num_train=32, num_val=33, batch_size=8)

@@ -150,9 +150,9 @@ def test_callback_on_the_real_micro_alternet(tmp_path):
     import alternet_pl.models  # noqa: F401
     from alternet_pl.callbacks.hessian import HessianCallback
     from alternet_pl.data.synthetic import SyntheticDataModule
-    from alternet_pl.training.module import ImageClassifier
+    from alternet_pl.training.module import ImageClassifier, Network
 
-    module = ImageClassifier("alternet_cifar_micro", num_classes=10)
+    module = ImageClassifier(Network("alternet_cifar_micro"), num_classes=10)
     data = SyntheticDataModule(num_train=32, num_val=32, batch_size=16)
     before = snapshot(module)
     cb = HessianCallback(

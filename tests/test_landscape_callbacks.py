@@ -185,11 +185,14 @@ def test_end_to_end_fit_with_both_callbacks(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     try:
         from alternet_pl.data.synthetic import SyntheticDataModule
-        from alternet_pl.training.module import ImageClassifier
+        from alternet_pl.training.module import ImageClassifier, Network
+        from alternet_pl.training.recipe import OptimizerOptions, Recipe
+        from alternet_pl.training.schedules import LRSchedule
     except ImportError as err:  # pragma: no cover
         pytest.skip(f"module/data not available: {err}")
     torch.manual_seed(0)
-    module = ImageClassifier(model="resnet_cifar_micro", num_classes=10, warmup_epochs=0, lr=1e-3)
+    recipe = Recipe(optimizer=OptimizerOptions(lr=1e-3), schedule=LRSchedule(warmup_epochs=0))
+    module = ImageClassifier(Network("resnet_cifar_micro"), num_classes=10, recipe=recipe)
     data = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
     cbs = [
         LandscapeCallback(steps=3, span=0.5, data=AnalysisData(num_batches=1, batch_size=8)),

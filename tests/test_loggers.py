@@ -4,7 +4,8 @@ import lightning.pytorch as pl
 
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.loggers import SafeWandbLogger, default_wandb_offline
-from alternet_pl.training.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier, Network
+from alternet_pl.training.recipe import Recipe, TargetOptions
 
 
 def test_offline_without_a_key(monkeypatch, tmp_path):
@@ -31,7 +32,8 @@ def test_a_failing_wandb_does_not_stop_training(monkeypatch, tmp_path):
     monkeypatch.setattr(pl.loggers.WandbLogger, "finalize", broken)
     logger = SafeWandbLogger(project="test", save_dir=str(tmp_path), offline=True)
     dm = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
-    module = ImageClassifier(model="resnet_cifar_micro", mixup_alpha=0, cutmix_alpha=0)
+    recipe = Recipe(targets=TargetOptions(mixup_alpha=0, cutmix_alpha=0))
+    module = ImageClassifier(Network("resnet_cifar_micro"), recipe=recipe)
     trainer = pl.Trainer(
         max_epochs=1,
         accelerator="cpu",

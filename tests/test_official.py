@@ -162,7 +162,10 @@ def test_analyze_runs_analyses_on_an_official_checkpoint(tmp_path: Path) -> None
     record = load_record(out / "analysis" / "variance" / "vit-epoch=000.json")
     assert record.layers[0] == "patch_embed" and record.layers == results["variance"].layers
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["official"]["arch"] == "vit_ti_cifar100" and config["model"]["model"] == "vit_cifar_ti"
+    assert (
+        config["official"]["arch"] == "vit_ti_cifar100"
+        and config["model"]["network"]["name"] == "vit_cifar_ti"
+    )
     with pytest.raises(ValueError, match="--official replaces --config"):  # both together
         analyze.main([*args, "--config", str(data)])
     with pytest.raises(ValueError, match=r"has 100 classes but --data synthetic has 10"):
@@ -188,7 +191,7 @@ def test_analyze_official_arguments_are_checked_before_anything_loads(tmp_path: 
 
 
 def test_official_setup_builds_the_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`analyze --official` wraps the loaded model (`ImageClassifier.with_model`): no second build.
+    """`analyze --official` wraps the loaded model (`ImageClassifier(network=module)`): no second build.
     (A micro model stands in for the loaded checkpoint: what is counted is the module's own builds.)"""
     import alternet_pl.training.module as module_lib
     from alternet_pl import analyze
@@ -201,6 +204,6 @@ def test_official_setup_builds_the_model_once(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(module_lib, "create_model", lambda *a, **k: builds.append(a) or real(*a, **k))
     module, _, config = analyze.official_setup(tmp_path / "vit.pth", "cifar100", str(tmp_path))
     assert builds == [] and module.model is loaded
-    assert module.hparams.model == config["model"]["model"] == "vit_cifar_ti"
-    plain = module_lib.ImageClassifier(model="resnet_cifar_micro", num_classes=3)  # the next one builds
+    assert config["model"]["network"]["name"] == "vit_cifar_ti" and "network" not in module.hparams
+    plain = module_lib.ImageClassifier(module_lib.Network("resnet_cifar_micro"), 3)  # the next one builds
     assert builds == [("resnet_cifar_micro", 3)] and plain.model is not loaded

@@ -31,7 +31,7 @@ def make_run(root, name, model, *, acc=(0.5, 0.7, 0.6), spectrum=None, layout=No
     """A run directory with config.yaml, metrics.csv and one result per analysis (except `skip`)."""
     run = root / name / "version_0"
     run.mkdir(parents=True)
-    kwargs = f"\n  model_kwargs:\n    layout: {layout}" if layout else ""
+    kwargs = f"\n    kwargs:\n      layout: {layout}" if layout else ""
     analyses = "".join(
         f"\n  - class_path: alternet_pl.callbacks.{m}.{c}"
         for m, c in [
@@ -42,7 +42,7 @@ def make_run(root, name, model, *, acc=(0.5, 0.7, 0.6), spectrum=None, layout=No
         ]
     )
     (run / "config.yaml").write_text(
-        f"experiment: {name}\nmodel:\n  model: {model}{kwargs}\nanalyses:{analyses}\n"
+        f"experiment: {name}\nmodel:\n  network:\n    name: {model}{kwargs}\nanalyses:{analyses}\n"
     )
     lines = ["epoch,step,train/loss_epoch,val/acc1,val/nll"]
     for epoch, a in enumerate(acc):

@@ -17,7 +17,11 @@ from alternet_pl.callbacks.variance import VarianceCallback
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.loggers import SafeWandbLogger
 from alternet_pl.loggers import tables as wandb_tables
-from alternet_pl.training.module import ImageClassifier
+from alternet_pl.training.module import ImageClassifier, Network
+from alternet_pl.training.recipe import Recipe, TargetOptions
+from alternet_pl.training.schedules import LRSchedule
+
+PLAIN = Recipe(targets=TargetOptions(mixup_alpha=0, cutmix_alpha=0), schedule=LRSchedule(warmup_epochs=0))
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ def test_an_analysed_fit_reaches_wandb(offline_wandb):
     tmp_path = offline_wandb
     logger = SafeWandbLogger(project="alternet-test", save_dir=str(tmp_path), group="exp", offline=True)
     dm = SyntheticDataModule(num_train=32, num_val=32, batch_size=16)
-    module = ImageClassifier(model="alternet_cifar_micro", mixup_alpha=0, cutmix_alpha=0, warmup_epochs=0)
+    module = ImageClassifier(Network("alternet_cifar_micro"), recipe=PLAIN)
     one = AnalysisData(num_batches=1, batch_size=16)
     callbacks = [
         VarianceCallback(data=one),
@@ -164,7 +168,7 @@ class _BrokenWandb:
 def test_a_wandb_table_failure_stops_no_training(tmp_path):
     broken = _BrokenWandb()
     dm = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
-    module = ImageClassifier(model="resnet_cifar_micro", mixup_alpha=0, cutmix_alpha=0, warmup_epochs=0)
+    module = ImageClassifier(Network("resnet_cifar_micro"), recipe=PLAIN)
     callback = VarianceCallback(data=AnalysisData(num_batches=1, batch_size=16), log_images=False)
     trainer = pl.Trainer(
         max_epochs=1,

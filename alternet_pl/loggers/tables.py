@@ -53,8 +53,9 @@ def architecture_tags(model_name: str) -> list[str]:
 
 
 def tag_architecture(logger: Any, params: Mapping[str, Any]) -> None:
-    """Add the architecture tags of `params["model"]` (the module's hparams) to a W&B logger's run."""
-    model = params.get("model") if isinstance(params, Mapping) else None
+    """Add the architecture tags of the module hparams' `network.name` to a W&B logger's run."""
+    network = params.get("network") if isinstance(params, Mapping) else None
+    model = network.get("name") if isinstance(network, Mapping) else None
     if not isinstance(model, str) or not hasattr(logger, "experiment"):
         return
     try:

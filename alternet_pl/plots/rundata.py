@@ -77,12 +77,21 @@ class Run:
         """ "<experiment>/<version>", how every figure names the run."""
         return f"{self.path.parent.name}/{self.path.name}"
 
+    def _network(self) -> dict:
+        """config.yaml's `model.network` ({name, kwargs}); runs written before the recipe groups kept
+        them as `model.model` / `model.model_kwargs`."""
+        model = self.config.get("model") or {}
+        if not isinstance(model, dict):
+            return {}
+        network = model.get("network")
+        if isinstance(network, dict):
+            return network
+        return {"name": model.get("model"), "kwargs": model.get("model_kwargs")}
+
     @property
     def model(self) -> str:
         """The model's registered name from config.yaml (the experiment name if unknown)."""
-        model = self.config.get("model") or {}
-        name = model.get("model") if isinstance(model, dict) else None
-        return str(name or self.experiment)
+        return str(self._network().get("name") or self.experiment)
 
     @property
     def family(self) -> str:
@@ -100,8 +109,7 @@ class Run:
     def num_msas(self) -> int | None:
         """MSA blocks in the model as configured (`msa_per_stage` or a 'C'/'M' `layout`); None if the
         config does not say (the build-up curve needs it)."""
-        model = self.config.get("model") or {}
-        kwargs = (model.get("model_kwargs") or {}) if isinstance(model, dict) else {}
+        kwargs = self._network().get("kwargs") or {}
         if kwargs.get("msa_per_stage") is not None:
             return int(sum(kwargs["msa_per_stage"]))
         if kwargs.get("layout") is not None:

@@ -116,7 +116,7 @@ def load_state_dict_into(
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        arch = getattr(module, "hparams", {}).get("model", type(module).__name__)
+        arch = (getattr(module, "hparams", {}).get("network") or {}).get("name", type(module).__name__)
         missing = [k for k in module.state_dict() if k not in state]
         unexpected = [k for k in state if k not in module.state_dict()]
         raise InputError(

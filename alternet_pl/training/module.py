@@ -30,7 +30,7 @@ from alternet_pl.errors import InputError
 from alternet_pl.training.metrics import CalibrationMetric
 from alternet_pl.training.recipe import Recipe
 
-__all__ = ["PAPER_RECIPE", "ImageClassifier", "Network", "create_model"]
+__all__ = ["FLAT_KEYS", "PAPER_RECIPE", "ImageClassifier", "Network", "create_model", "upgrade_flat_config"]
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
@@ -69,6 +69,40 @@ PAPER_RECIPE = Recipe()
 def _plain(value: Any) -> Any:
     """`value` as plain containers (tuples as lists): what hparams.yaml and weights-only checkpoints hold."""
     return json.loads(json.dumps(value))
+
+
+#: where each flat `ImageClassifier` argument of alternet-pl before the recipe groups went
+FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("network", "name"),
+    "model_kwargs": ("network", "kwargs"),
+    **{k: ("recipe", "optimizer", k) for k in ("lr", "lr_reference_batch", "weight_decay", "momentum")},
+    **{k: ("recipe", "optimizer", k) for k in ("weight_decay_on", "nesterov")},
+    "optimizer": ("recipe", "optimizer", "name"),
+    "lr_schedule": ("recipe", "schedule", "kind"),
+    "warmup_epochs": ("recipe", "schedule", "warmup_epochs"),
+    "lr_milestones": ("recipe", "schedule", "milestones"),
+    "lr_gamma": ("recipe", "schedule", "gamma"),
+    "min_lr_ratio": ("recipe", "schedule", "min_lr_ratio"),
+    **{k: ("recipe", "targets", k) for k in ("label_smoothing", "mixup_alpha", "cutmix_alpha")},
+    **{k: ("recipe", "targets", k) for k in ("mixup_prob", "mixup_switch_prob")},
+    **{k: ("recipe", "metrics", k) for k in ("ece_bins", "nll_average")},
+}
+
+
+def upgrade_flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A `model:` config in the grouped layout: flat keys of older run configs (`FLAT_KEYS`) moved into
+    `network` / `recipe`; a grouped config comes back as it was (copied)."""
+    config = dict(config)
+    if not set(config) & set(FLAT_KEYS):
+        return config
+    grouped: dict[str, Any] = {}
+    for key, value in config.items():
+        path = FLAT_KEYS.get(key, (key,))
+        node = grouped
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = {} if key == "model_kwargs" and value is None else value
+    return grouped
 
 
 class ImageClassifier(pl.LightningModule):
@@ -116,17 +150,11 @@ class ImageClassifier(pl.LightningModule):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ImageClassifier:
         """The module a run's ``config.yaml`` `model:` section (or a checkpoint's hyperparameters) describes:
-        ``{network: {name, kwargs}, num_classes, recipe: {optimizer, schedule, targets, metrics}}``.
+        ``{network: {name, kwargs}, num_classes, recipe: {optimizer, schedule, targets, metrics}}``. A config
+        written before the recipe groups (flat keys: ``model``, ``lr``, ``lr_schedule``, ...) is read too.
 
-        Raises `InputError` for a missing network, an unknown key, or a config of the old flat layout."""
-        config = dict(config)
-        old = sorted(set(config) & {"model", "model_kwargs", "lr", "optimizer", "warmup_epochs"})
-        if old:
-            raise InputError(
-                f"model config has the flat keys {old} of alternet-pl before the recipe groups; write "
-                "model.network.{name, kwargs} and model.recipe.{optimizer, schedule, targets, metrics} "
-                "(see CHANGELOG.md), or rerun fit to write a new config.yaml"
-            )
+        Raises `InputError` for a missing network or an unknown key."""
+        config = upgrade_flat_config(config)
         unknown = sorted(set(config) - {"network", "num_classes", "recipe"})
         if unknown or not isinstance(config.get("network"), dict):
             raise InputError(
