@@ -2,14 +2,17 @@
 
 import glob
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from alternet_pl import fit
 from alternet_pl.analysis.records import HessianRecord
 from alternet_pl.runs import make_run_dir
+from alternet_pl.training.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(glob.glob(str(ROOT / "experiments" / "**" / "*.yaml"), recursive=True))
@@ -31,8 +34,24 @@ def test_every_experiment_passes_print_config(path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         fit.main(args + ["--print_config"])
     assert exit_info.value.code in (0, None)
-    out = capsys.readouterr().out
-    assert "model:" in out and "data:" in out and "class_path" in out
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["class_path"] and printed["trainer"]["max_epochs"]
+    # the whole recipe is shown, every option of every group, with the values of the recipe file the
+    # experiment names (read here on its own, over the groups' defaults)
+    base = ROOT / "experiments" / "alter_r50.yaml" if "buildup" in path else Path(path)
+    named = yaml.safe_load(base.read_text())["model"]["recipe"]
+    from_file = yaml.safe_load((base.parent / named).read_text())
+    shown = printed["model"]["recipe"]
+    assert {g: set(shown[g]) for g in shown} == {
+        f.name: {o.name for o in fields(getattr(Recipe(), f.name))} for f in fields(Recipe)
+    }
+    assert Recipe.from_dict(shown) == Recipe.from_dict(from_file)
+    for group, values in from_file.items():
+        assert {k: shown[group][k] for k in values} == values, group
+    assert (
+        printed["model"]["network"]["name"]
+        == yaml.safe_load(Path(path).read_text())["model"]["network"]["name"]
+    )
 
 
 def test_configs_compose_left_to_right(capsys):

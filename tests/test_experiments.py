@@ -1,8 +1,9 @@
 """Every paper experiment matches the authors' recipe value by value, and trains a step end to end
 (full-size model, its recipe, on a few synthetic images, since no data set can be downloaded)."""
 
+import contextlib
 import glob
-import inspect
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,7 @@ import timm
 import torch
 import yaml
 
-import alternet_pl.data
-from alternet_pl.training.module import ImageClassifier
+from alternet_pl import fit
 from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,33 +61,33 @@ def test_paper_experiment_trains_a_step(path, tmp_path):
 # ops/schedulers.py, ops/tests.py, models/*.py and the README's timm calls). Written here, independently of
 # the experiment files, so that a changed value in an experiment fails this test.
 AUTHORS_CIFAR = {
-    "optimizer": "adamw",
-    "lr": 1.25e-4,
-    "lr_reference_batch": 96,  # the lr is per 96 images of global batch
+    "optimizer.name": "adamw",
+    "optimizer.lr": 1.25e-4,
+    "optimizer.lr_reference_batch": 96,  # the lr is per 96 images of global batch
     "global_batch": 96,
-    "weight_decay": 0.05,
-    "weight_decay_on": "all",  # optim.AdamW(model.parameters(), ...): no exemption
-    "warmup_epochs": 5,  # linear from 0, per iteration
+    "optimizer.weight_decay": 0.05,
+    "optimizer.weight_decay_on": "all",  # optim.AdamW(model.parameters(), ...): no exemption
+    "schedule.warmup_epochs": 5,  # linear from 0, per iteration
     "max_epochs": 305,  # 5 warm-up + 300 cosine epochs
-    "lr_schedule": "official",  # CosineAnnealingLR(T_max=300, eta_min=0), stepped once per epoch
-    "min_lr_ratio": 0.0,
-    "mixup_alpha": 1.0,
-    "cutmix_alpha": 0.8,
-    "mixup_prob": 1.0,
-    "mixup_switch_prob": 0.5,
-    "label_smoothing": 0.1,
+    "schedule.kind": "official",  # CosineAnnealingLR(T_max=300, eta_min=0), stepped once per epoch
+    "schedule.min_lr_ratio": 0.0,
+    "targets.mixup_alpha": 1.0,
+    "targets.cutmix_alpha": 0.8,
+    "targets.mixup_prob": 1.0,
+    "targets.mixup_switch_prob": 0.5,
+    "targets.label_smoothing": 0.1,
     "gradient_clip_val": 5.0,
     "auto_augment": "rand-m9-n2-mstd1.0",
     "re_prob": 0.0,
     "hflip": 0.5,
     "drop_last": False,
     "drop_path_rate": 0.1,
-    "ece_bins": 10,
-    "nll_average": "per_batch",
+    "metrics.ece_bins": 10,
+    "metrics.nll_average": "per_batch",
 }
 AUTHORS_IMAGENET = {
     **AUTHORS_CIFAR,
-    "lr_reference_batch": 128,  # 1.25e-4 at the global batch of 128 (not rescaled from 96)
+    "optimizer.lr_reference_batch": 128,  # 1.25e-4 at the global batch of 128 (not rescaled from 96)
     "global_batch": 128,
     "gradient_clip_val": None,
     "auto_augment": "rand-m9-n2-mstd0.5",
@@ -100,22 +100,22 @@ AUTHORS_IMAGENET = {
 # sd=0.0).
 AUTHORS_CIFAR_SGD = {
     **AUTHORS_CIFAR,
-    "optimizer": "sgd",
-    "lr": 0.1,
-    "lr_reference_batch": 128,
+    "optimizer.name": "sgd",
+    "optimizer.lr": 0.1,
+    "optimizer.lr_reference_batch": 128,
     "global_batch": 128,
-    "momentum": 0.9,
-    "nesterov": False,
-    "weight_decay": 5e-4,
-    "weight_decay_on": "all",  # optim.SGD(model.parameters(), ...)
-    "warmup_epochs": 1,
+    "optimizer.momentum": 0.9,
+    "optimizer.nesterov": False,
+    "optimizer.weight_decay": 5e-4,
+    "optimizer.weight_decay_on": "all",  # optim.SGD(model.parameters(), ...)
+    "schedule.warmup_epochs": 1,
     "max_epochs": 201,  # 1 warm-up + 200 epochs
-    "lr_schedule": "multistep",  # MultiStepLR(milestones=[60, 120, 160], gamma=0.2), per epoch
-    "lr_milestones": [60, 120, 160],
-    "lr_gamma": 0.2,
-    "mixup_alpha": 0.0,  # no `mixup` in train args: no Mixup/CutMix
-    "cutmix_alpha": 0.0,
-    "label_smoothing": 0.0,  # no `smoothing`: nn.CrossEntropyLoss()
+    "schedule.kind": "multistep",  # MultiStepLR(milestones=[60, 120, 160], gamma=0.2), per epoch
+    "schedule.milestones": [60, 120, 160],
+    "schedule.gamma": 0.2,
+    "targets.mixup_alpha": 0.0,  # no `mixup` in train args: no Mixup/CutMix
+    "targets.cutmix_alpha": 0.0,
+    "targets.label_smoothing": 0.0,  # no `smoothing`: nn.CrossEntropyLoss()
     "gradient_clip_val": None,  # no `max_norm`
     "auto_augment": None,  # padding 4: RandomCrop(32, 4) + flip, no RandAugment
     "drop_path_rate": 0.0,
@@ -154,26 +154,30 @@ AUTHORS_MODELS = {
 }
 
 
-def _defaults(fn) -> dict:
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+def printed_config(*paths: str) -> dict:
+    """`fit --config ... --print_config` parsed: every value training would see (files composed, recipe
+    files read, defaults filled in)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        fit.main([arg for path in paths for arg in ("--config", path)] + ["--print_config"])
+    assert done.value.code in (0, None), out.getvalue()[-2000:]
+    return yaml.safe_load(out.getvalue())
 
 
 def effective_recipe(path: str) -> tuple[dict, dict]:
-    """(recipe values, model kwargs) as training would see them: the file's values over the defaults."""
-    cfg = yaml.safe_load(Path(path).read_text())
-    data_cls = getattr(alternet_pl.data, cfg["data"]["class_path"].rsplit(".", 1)[1])
-    model = {**_defaults(ImageClassifier.__init__), **cfg["model"]}
-    data = {**_defaults(data_cls.__init__), **cfg["data"].get("init_args", {})}
-    trainer = cfg["trainer"]
-    recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in model.items() if k in RECIPE_KEYS}
+    """(recipe values, model kwargs) as training would see them, read from `--print_config`."""
+    cfg = printed_config(path)
+    model, data, trainer = cfg["model"], cfg["data"]["init_args"], cfg["trainer"]
+    recipe = {f"{group}.{k}": v for group, values in model["recipe"].items() for k, v in values.items()}
+    recipe = {k: v for k, v in recipe.items() if k in RECIPE_KEYS}
     recipe |= {k: data[k] for k in ("auto_augment", "re_prob", "hflip", "drop_last")}
     recipe |= {k: trainer.get(k) for k in ("max_epochs", "gradient_clip_val")}
     devices = trainer.get("devices", 1)
     assert isinstance(devices, int), f"{path}: devices={devices!r}; pin it so the global batch is known"
-    recipe["global_batch"] = data["batch_size"] * devices * trainer.get("accumulate_grad_batches", 1)
-    kwargs = dict(model.get("model_kwargs") or {})
+    recipe["global_batch"] = data["batch_size"] * devices * (trainer.get("accumulate_grad_batches") or 1)
+    kwargs = dict(model["network"].get("kwargs") or {})
     recipe["drop_path_rate"] = kwargs.get("drop_path_rate", 0.0)
-    return recipe, {"model": model["model"], **kwargs}
+    return recipe, {"model": model["network"]["name"], **kwargs}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: Path(p).stem)
@@ -208,7 +212,7 @@ def test_buildup_steps_keep_the_recipe_and_place_msas_from_the_stage_ends():
     steps = sorted((ROOT / "experiments" / "buildup").glob("step_*.yaml"))
     layouts = []
     for step in steps:
-        cfg = yaml.safe_load(step.read_text())["model"]
-        assert cfg["model"] == "alternet_cifar_50" and cfg["model_kwargs"]["drop_path_rate"] == 0.1
-        layouts.append(tuple(cfg["model_kwargs"]["msa_per_stage"]))
+        network = printed_config(str(ROOT / "experiments" / "alter_r50.yaml"), str(step))["model"]["network"]
+        assert network["name"] == "alternet_cifar_50" and network["kwargs"]["drop_path_rate"] == 0.1
+        layouts.append(tuple(network["kwargs"]["msa_per_stage"]))
     assert layouts[0] == (0, 0, 0, 0) and layouts[-1] == (0, 1, 3, 2)
