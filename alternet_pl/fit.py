@@ -42,7 +42,7 @@ from alternet_pl.runs import (
 from alternet_pl.training import resume
 from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
-from alternet_pl.training.module import ImageClassifier
+from alternet_pl.training.module import configured_classifier
 
 
 def _as_list(value: Any) -> list:
@@ -263,7 +263,7 @@ def main(args: list[str] | None = None) -> AlternetCLI:
     owns_env = RUN_DIR_ENV not in os.environ
     try:
         cli = AlternetCLI(
-            ImageClassifier,
+            configured_classifier,  # ImageClassifier with the network as a config spec
             ImageDataModule,
             subclass_mode_data=True,
             save_config_callback=None,

@@ -20,7 +20,7 @@ from alternet_pl.training.checkpoints import (
     load_state_dict_into,
 )
 from alternet_pl.training.module import ImageClassifier, Network
-from alternet_pl.training.recipe import Recipe, TargetOptions
+from alternet_pl.training.recipe import OptimizerOptions, Recipe, TargetOptions
 from alternet_pl.training.schedules import LRSchedule
 
 
@@ -69,7 +69,7 @@ def real_checkpoint(tmp_path_factory) -> Path:
     pl.seed_everything(0)
     ckpt = ModelCheckpoint(dirpath=str(root / "checkpoints"), monitor="val/acc1", mode="max", save_last=True)
     trainer = _trainer(root, callbacks=[ckpt])
-    trainer.fit(_module(optimizer="sgd"), datamodule=_data())
+    trainer.fit(_module(optimizer=OptimizerOptions(name="sgd")), datamodule=_data())
     return root / "checkpoints" / "last.ckpt"
 
 
@@ -79,7 +79,7 @@ def test_real_checkpoint_loads_weights_only_with_the_listed_globals(real_checkpo
     checkpoint = load_checkpoint(real_checkpoint)
     assert set(raw) == set(checkpoint)
     assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks", "loops"} <= set(checkpoint)
-    module = _module(optimizer="sgd")
+    module = _module(optimizer=OptimizerOptions(name="sgd"))
     load_state_dict_into(module, checkpoint, real_checkpoint)
     for key, value in module.state_dict().items():
         assert torch.equal(value, checkpoint["state_dict"][key])
@@ -117,7 +117,7 @@ def test_lightning_resume_path_refuses_code_too(tmp_path):
 
 def test_resume_through_safe_io_restores_the_run(real_checkpoint, tmp_path):
     trainer = _trainer(tmp_path, max_epochs=2)
-    module = _module(optimizer="sgd")
+    module = _module(optimizer=OptimizerOptions(name="sgd"))
     trainer.fit(module, datamodule=_data(), ckpt_path=str(real_checkpoint))
     assert trainer.current_epoch == 2 and trainer.global_step == 4  # 2 steps restored + 2 new
 

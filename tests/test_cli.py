@@ -258,6 +258,7 @@ def test_fit_keeps_jsonargparse_words_for_analysis_entries(tmp_path, capsys):
 def test_experiment_defaults_to_the_first_config_files_name(tmp_path):
     exp = tmp_path / "my_exp.yaml"
     text = (ROOT / "experiments/quickstart.yaml").read_text().replace("experiment: quickstart\n", "")
+    text = text.replace("../configs/recipe/", f"{ROOT}/configs/recipe/")  # relative to the file: moved
     exp.write_text(text)
     cli = fit.main(["--config", str(exp), f"--runs_dir={tmp_path / 'runs'}", *TINY, "--trainer.max_epochs=0"])
     assert cli.run_dir == tmp_path / "runs" / "my_exp" / "version_0"

@@ -30,7 +30,15 @@ from alternet_pl.errors import InputError
 from alternet_pl.training.metrics import CalibrationMetric
 from alternet_pl.training.recipe import Recipe
 
-__all__ = ["FLAT_KEYS", "PAPER_RECIPE", "ImageClassifier", "Network", "create_model", "upgrade_flat_config"]
+__all__ = [
+    "FLAT_KEYS",
+    "PAPER_RECIPE",
+    "ImageClassifier",
+    "Network",
+    "configured_classifier",
+    "create_model",
+    "upgrade_flat_config",
+]
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
@@ -259,3 +267,12 @@ class ImageClassifier(pl.LightningModule):
         factor = self.recipe.schedule.factor(steps, epochs)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def configured_classifier(
+    network: Network = Network(), num_classes: int = 10, recipe: Recipe = PAPER_RECIPE
+) -> ImageClassifier:
+    """`ImageClassifier(network, num_classes, recipe)` with the network as a `Network` spec only: what `fit`
+    configures (a config file names a network; a built `nn.Module` is for Python callers). Same arguments,
+    so configs, flags and `--help` read as `ImageClassifier`'s."""
+    return ImageClassifier(network, num_classes, recipe)

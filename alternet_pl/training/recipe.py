@@ -202,7 +202,7 @@ class Recipe:
             try:
                 built[name] = groups[name](**dict(value or {}))
             except TypeError as err:
-                raise InputError(f"recipe.{name}: {err}; see --model.help ImageClassifier") from None
+                raise InputError(f"recipe.{name}: {err}; see python -m alternet_pl.fit --help") from None
         return cls(**built)
 
 
