@@ -16,6 +16,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.errors import InputError
 
 __all__ = ["ECE_BINS", "NLLAverage", "calibration_counts", "calibration_metrics", "confidence_bins"]
@@ -45,8 +46,7 @@ def calibration_counts(logits: torch.Tensor, labels: torch.Tensor, n_bins: int =
     """
     if not isinstance(n_bins, int) or n_bins < 1:
         raise InputError(f"n_bins={n_bins!r} must be a positive integer (the authors use {ECE_BINS})")
-    if labels.ndim == 2:
-        labels = labels.argmax(dim=-1)
+    labels = hard_labels(labels)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise InputError(
             f"logits (B, C) and labels (B,) expected, got {tuple(logits.shape)} and {tuple(labels.shape)}"

@@ -20,6 +20,7 @@ from torch import nn
 
 from alternet_pl.analysis.features import first_images, map_batches, normalized_depths, per_kind_mean
 from alternet_pl.analysis.layers import model_layers, resolve_kind, select_taps
+from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.analysis.records import LesionRecord
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
@@ -215,7 +216,7 @@ def lesion_accuracy(model: nn.Module, batches: Iterable, layers: Sequence[str] |
 def _accuracies(model: nn.Module, batches: Iterable, taps: Mapping[str, Tap]) -> LesionResult:
     def one(i: int, batch) -> tuple[int, list[int]]:
         x, y = batch[0], batch[1]
-        y = y.argmax(-1) if y.ndim == 2 else y
+        y = hard_labels(y)
         correct = [int((model(x).argmax(-1) == y).sum())]
         for tap in taps.values():
             with lesioned(tap):

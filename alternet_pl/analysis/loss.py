@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["cross_entropy_loss"]
+__all__ = ["cross_entropy_loss", "hard_labels"]
+
+
+def hard_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Class indices of `labels`: (B,) indices as they are, (B, C) soft targets (Mixup / CutMix, smoothing)
+    by their argmax. The one place every accuracy and calibration count turns soft targets into classes."""
+    return labels.argmax(dim=-1) if labels.ndim == 2 else labels
 
 
 def cross_entropy_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
@@ -27,6 +33,5 @@ def cross_entropy_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int,
     images, labels = batch[0], batch[1]
     logits = model(images)
     per_sample = F.cross_entropy(logits, labels, reduction="none")
-    hard = labels.argmax(dim=-1) if labels.ndim == 2 else labels
-    correct = (logits.detach().argmax(dim=-1) == hard).sum()
+    correct = (logits.detach().argmax(dim=-1) == hard_labels(labels)).sum()
     return per_sample.mean(), labels.shape[0], correct, per_sample

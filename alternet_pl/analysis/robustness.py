@@ -26,6 +26,7 @@ from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
 from alternet_pl.analysis.features import map_batches
 from alternet_pl.analysis.files import read_json
 from alternet_pl.analysis.freq import band_noise, check_freq
+from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
@@ -41,10 +42,6 @@ __all__ = [
     "metrics_from_counts",
     "relative_ce",
 ]
-
-
-def _hard(labels: torch.Tensor) -> torch.Tensor:
-    return labels.argmax(dim=-1) if labels.ndim == 2 else labels
 
 
 def _seed(seed: int, index: int) -> int:
@@ -68,7 +65,7 @@ def frequency_noise_scan(
         raise InputError(f"eps must be >= 0, got {eps}")
 
     def one(i: int, batch) -> tuple[int, list[int]]:
-        x, y = batch[0], _hard(batch[1])
+        x, y = batch[0], hard_labels(batch[1])
         correct = [int((model(x).argmax(-1) == y).sum())]
         for f in radians:  # the same seed for every band: one noise draw, band-limited per band
             gen = torch.Generator().manual_seed(_seed(seed, i))
@@ -102,7 +99,7 @@ def classification_counts(model: nn.Module, batches: Iterable, n_bins: int = ECE
     as floats and numpy arrays; the caller sets eval/no_grad)."""
     total: dict = {}
     for batch in batches:
-        part = calibration_counts(model(batch[0]), _hard(batch[1]), n_bins)
+        part = calibration_counts(model(batch[0]), batch[1], n_bins)
         for key, value in part.items():
             total[key] = total.get(key, 0) + value.detach().cpu().numpy()
     if not total:  # no batches: zero counts (metrics_from_counts then names the empty data)

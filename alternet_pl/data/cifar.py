@@ -10,6 +10,7 @@ import numpy as np
 from alternet_pl.data.arrays import ArrayImageDataset
 from alternet_pl.data.base import ImageDataModule
 from alternet_pl.errors import InputError, MissingInputError
+from alternet_pl.models.alternet import CIFAR100_MEAN, CIFAR100_STD
 
 _HOW_TO_GET = (
     "download and extract the official archive ({url}) into {root} "
@@ -100,11 +101,10 @@ def load_cifar(root: str | Path, name: str, train: bool) -> tuple[np.ndarray, np
 # Input normalisation as the authors' (xxxnell/how-do-vits-work: ops/datasets.py get_cifar10 / get_cifar100
 # defaults, configs/cifar{10,100}_*.yaml `dataset.mean` / `dataset.std`), so their checkpoints see the
 # inputs they were trained on. CIFAR-10's std is the widely copied (0.2023, 0.1994, 0.2010), not the
-# per-pixel std of the training set (0.2470, 0.2435, 0.2616): theirs is kept for comparability.
+# per-pixel std of the training set (0.2470, 0.2435, 0.2616): theirs is kept for comparability. CIFAR-100's
+# are the models' default_cfg's (`alternet_pl.models.alternet`, importable without Lightning), imported here.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 
 
 class CIFAR10DataModule(ImageDataModule):

@@ -37,7 +37,7 @@ from .taps import Tap
 
 __all__ = ["AlterNet", "place_msas", "resolve_layout"]
 
-# the authors' CIFAR-100 normalisation (ops/datasets.py get_cifar100), as alternet_pl.data.cifar
+# the authors' CIFAR-100 normalisation (ops/datasets.py get_cifar100); alternet_pl.data.cifar imports it
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
