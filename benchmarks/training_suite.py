@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from alternet_pl.data import SyntheticDataModule
-from alternet_pl.training.module import ImageClassifier, warmup_cosine
+from alternet_pl.training.module import ImageClassifier, Network
+from alternet_pl.training.recipe import OptimizerOptions, Recipe, TargetOptions
+from alternet_pl.training.schedules import LRSchedule, warmup_cosine
 from benchmarks.table import Clock, Row, ratios
 
 SECTION = "Training"
@@ -23,17 +25,12 @@ SECTION = "Training"
 
 def _module(model: str, num_classes: int = 10, seed: int = 0) -> ImageClassifier:
     torch.manual_seed(seed)
-    return ImageClassifier(
-        model=model,
-        num_classes=num_classes,
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=0.05,
-        warmup_epochs=1,
-        label_smoothing=0.0,
-        mixup_alpha=0.0,
-        cutmix_alpha=0.0,
+    recipe = Recipe(
+        optimizer=OptimizerOptions(name="adamw", lr=1e-3, weight_decay=0.05),
+        schedule=LRSchedule(warmup_epochs=1),
+        targets=TargetOptions(label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0),
     )
+    return ImageClassifier(Network(model), num_classes, recipe)
 
 
 def _data(batch_size: int, steps: int, num_classes: int = 10, workers: int = 0) -> SyntheticDataModule:

@@ -84,7 +84,7 @@ def test_print_commands(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(BEFORE["smoke"])
     assert lines[0].startswith("python -m alternet_pl.fit --config experiments/quickstart.yaml")
-    assert "'--model.model_kwargs={layout: [C, C, CC, CC]}'" in lines[0]  # quoted for a shell
+    assert "'--model.network.kwargs={layout: [C, C, CC, CC]}'" in lines[0]  # quoted for a shell
 
 
 def test_main_prepares_trains_then_reports(monkeypatch, tmp_path):
