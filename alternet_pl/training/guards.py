@@ -62,7 +62,10 @@ class NonFiniteLossGuard(pl.Callback):
                 f"Last good checkpoint: {path}; resume from it with --ckpt_path {path} and a lower "
                 "--model.recipe.optimizer.lr or --trainer.gradient_clip_val"
             )
-        return "No checkpoint was written yet: start again with a lower --model.recipe.optimizer.lr or gradient clipping"
+        return (
+            "No checkpoint was written yet: start again with a lower --model.recipe.optimizer.lr or "
+            "gradient clipping"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_finite": self.last_finite, "last_finite_step": self.last_finite_step}
