@@ -16,7 +16,8 @@ from alternet_pl.data.synthetic_corruptions import write_synthetic_corruptions
 from alternet_pl.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-#: report.scale_arguments(...) of the code before the move, captured from it (hand-checked)
+#: report.scale_arguments(...) of the code before the move, captured from it (hand-checked); the model flags
+#: renamed since (--model.model -> --model.network.name, --model.model_kwargs -> --model.network.kwargs)
 BEFORE = json.loads((ROOT / "tests/data/scale_arguments_before.json").read_text())
 
 
