@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis import hessian as hs
+from alternet_pl.analysis.layers import model_layers
 from alternet_pl.analysis.records import HessianRecord
 from alternet_pl.analysis.weight_decay import WeightDecayLoss
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
@@ -198,15 +199,11 @@ class HessianCallback(AnalysisCallback):
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, Any]]:
-    """(name, tap) of each block with trainable parameters (`Tap.block_modules`), from analysis_layers()."""
-    if not hasattr(model, "analysis_layers"):
-        raise TypeError(
-            f"HessianCallback(blockwise=True) needs model.analysis_layers(); {type(model).__name__} "
-            "has none: use a model registered by alternet_pl.models or blockwise=False"
-        )
+    """(name, tap) of each block with trainable parameters (`Tap.block_modules`), from the model's
+    points (`analysis.layers.model_layers`: ``analysis_layers()`` or the blocks found in the model)."""
     seen, out = set(), []
-    for name, tap in model.analysis_layers().items():
-        if tap.kind not in ("conv", "msa", "mlp"):
+    for name, tap in model_layers(model).items():
+        if tap.kind not in ("conv", "msa", "mlp", "other"):
             continue
         modules = tap.block_modules()
         key = tuple(id(m) for m in modules)
@@ -216,7 +213,7 @@ def _blocks(model: nn.Module) -> list[tuple[str, Any]]:
         out.append((name, tap))
     if not out:
         raise InputError(
-            f"HessianCallback(blockwise=True): {type(model).__name__}.analysis_layers() has no conv/msa/mlp "
+            f"HessianCallback(blockwise=True): {type(model).__name__} has no conv/msa/mlp/other "
             "block with trainable parameters; use blockwise=False"
         )
     return out
