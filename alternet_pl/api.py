@@ -21,27 +21,16 @@ import torch
 from torch import nn
 
 from alternet_pl.analysis.dist import rank_and_world
+from alternet_pl.analysis.files import write_figure
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.analysis.records import AnalysisRecord
-from alternet_pl.analysis.results import write_figure
 from alternet_pl.analysis.state import restore_state, to_device
-from alternet_pl.callbacks import ANALYSES
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.errors import InputError
+from alternet_pl.registry import ANALYSES, closest, import_object
+from alternet_pl.runs import analysis_dir, figure_name, result_stem
 
 __all__ = ["analyze_model", "make_analysis", "plot_record"]
-
-#: record class name -> the analysis that draws it
-_DRAWN_BY = {
-    "FourierRecord": "fourier",
-    "VarianceRecord": "variance",
-    "LesionRecord": "lesion",
-    "HessianRecord": "hessian",
-    "LandscapeRecord": "landscape",
-    "TrajectoryRecord": "trajectory",
-    "FreqNoiseRecord": "freq_noise",
-    "CorruptionRecord": "corruption",
-}
 
 #: analyses that need more than a model and batches (saved checkpoints)
 _NOT_HERE = {"trajectory": "it needs the checkpoints of a training run; use `python -m alternet_pl.analyze`"}
@@ -59,9 +48,13 @@ def make_analysis(spec: AnalysisSpec) -> AnalysisCallback:
     if name in _NOT_HERE:
         raise InputError(f"analysis {name!r} cannot run on a bare model: {_NOT_HERE[name]}")
     if name not in ANALYSES:
-        raise InputError(f"analysis {name!r} unknown; choose from {sorted(set(ANALYSES) - set(_NOT_HERE))}")
+        near = closest(name)
+        hint = f"did you mean {near!r}? " if near else ""
+        raise InputError(
+            f"analysis {name!r} unknown; {hint}choose from {sorted(set(ANALYSES) - set(_NOT_HERE))}"
+        )
     try:
-        return ANALYSES[name](**dict(options))
+        return import_object(ANALYSES[name].callback)(**dict(options))
     except TypeError as err:
         raise InputError(f"analysis {name!r}: {err}") from None
 
@@ -113,20 +106,22 @@ def analyze_model(
         )
         records[cb.name] = record
         if out_dir is not None and rank == 0:
-            folder = Path(out_dir) / "analysis" / cb.name
-            record.to_files(folder, "epoch=000")
+            folder, stem = analysis_dir(out_dir, cb.name), result_stem(0)
+            record.to_files(folder, stem)
             for key, fig in plot_record(record).items():
-                write_figure(folder / ("epoch=000.png" if not key else f"epoch=000_{key}.png"), fig)
+                write_figure(folder / figure_name(stem, key), fig)
     return records
 
 
 def plot_record(record: AnalysisRecord) -> dict[str, Any]:
     """The figures of a record as its analysis draws them: {key: matplotlib Figure}, "" the main one."""
-    name = _DRAWN_BY.get(type(record).__name__)
-    if name is None:
-        raise InputError(f"no figure for a {type(record).__name__}")
+    kind = type(record).__name__
+    entry = next((e for e in ANALYSES.values() if e.record.rpartition(".")[2] == kind), None)
+    if entry is None:
+        raise InputError(f"no figure for a {kind}")
     context = AnalysisContext(
         epoch=int(getattr(record, "epoch", 0) or 0), out_dir=Path(tempfile.gettempdir()), rank=0, world_size=1
     )
-    cb = ANALYSES[name].__new__(ANALYSES[name])  # plot() reads only the record and the context
+    cls = import_object(entry.callback)
+    cb = cls.__new__(cls)  # plot() reads only the record and the context
     return cb.plot(record, context)
