@@ -384,3 +384,49 @@ def test_num_classes_mismatch_is_an_error(tmp_path):
     )
     with pytest.raises(ValueError, match="num_classes=7 but the data has 10"):
         trainer.fit(module, datamodule=dm)
+
+
+def test_from_config_reads_its_own_hparams_and_the_flat_configs_of_older_runs():
+    """A module rebuilt from its hyperparameters has the same recipe; a run config written before the recipe
+    groups (the 22 flat arguments, as `fit` dumped them) gives the recipe written here by hand."""
+    sgd = Recipe(
+        optimizer=OptimizerOptions(name="sgd", lr=0.1, lr_reference_batch=128, weight_decay=5e-4),
+        schedule=LRSchedule(kind="multistep", warmup_epochs=1, milestones=(60, 120, 160), gamma=0.2),
+        targets=TargetOptions(label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0),
+        metrics=MetricOptions(ece_bins=15, nll_average="per_sample"),
+    )
+    module = ImageClassifier(Network("resnet_cifar_micro", {"block_style": "postact"}), 100, sgd)
+    again = ImageClassifier.from_config(dict(module.hparams))
+    assert again.recipe == sgd and again.hparams == module.hparams and again.num_classes == 100
+    flat = {
+        "model": "resnet_cifar_micro",
+        "model_kwargs": {"block_style": "postact"},
+        "num_classes": 100,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "lr_reference_batch": 128,
+        "weight_decay": 5e-4,
+        "weight_decay_on": "all",
+        "momentum": 0.9,
+        "nesterov": False,
+        "warmup_epochs": 1,
+        "lr_schedule": "multistep",
+        "lr_milestones": [60, 120, 160],
+        "lr_gamma": 0.2,
+        "min_lr_ratio": 0.0,
+        "label_smoothing": 0.0,
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+        "mixup_prob": 1.0,
+        "mixup_switch_prob": 0.5,
+        "ece_bins": 15,
+        "nll_average": "per_sample",
+    }
+    old = ImageClassifier.from_config(flat)
+    assert old.recipe == sgd and old.hparams == module.hparams
+    with pytest.raises(ValueError, match=r"unknown: \['lrr'\]"):
+        ImageClassifier.from_config({"network": {"name": "resnet_cifar_micro"}, "lrr": 1})
+    with pytest.raises(ValueError, match="recipe.optimizer: .*'lrr'"):
+        ImageClassifier.from_config(
+            {"network": {"name": "resnet_cifar_micro"}, "recipe": {"optimizer": {"lrr": 1}}}
+        )
