@@ -350,7 +350,8 @@ class FreqNoiseRecord(AnalysisRecord):
 class CorruptionRecord(AnalysisRecord):
     """Accuracy / NLL / ECE per corruption and severity: `metrics[corruption][str(severity)][metric]`;
     `errors[corruption]` the error per severity (what a baseline's mCE reads); `acc` as a
-    (corruption, severity) array. `mce` and `ce` only against a `baseline` result file."""
+    (corruption, severity) array. `mce` and `ce` against a `baseline` (the authors' AlexNet errors or
+    a run's result file), `relative_mce` and `relative_ce` when the baseline's clean error is known."""
 
     root: str
     corruptions: list[str]
@@ -367,6 +368,8 @@ class CorruptionRecord(AnalysisRecord):
     baseline: str | None = None
     mce: float | None = None
     ce: dict[str, float] | None = None
+    relative_mce: float | None = field(default=None, metadata={"added_later": True})
+    relative_ce: dict[str, float] | None = field(default=None, metadata={"added_later": True})
 
     def scalars(self) -> dict[str, float]:
         out = {
@@ -378,4 +381,6 @@ class CorruptionRecord(AnalysisRecord):
         }
         if self.mce is not None:
             out["mce"] = self.mce
+        if self.relative_mce is not None:
+            out["relative_mce"] = self.relative_mce
         return out

@@ -115,16 +115,20 @@ def metrics_from_counts(c: Mapping, nll_average: NLLAverage = "per_sample") -> d
 
 
 def evaluate_subsets(
-    model: nn.Module, subsets: Mapping[str, Iterable], n_bins: int = ECE_BINS
+    model: nn.Module,
+    subsets: Mapping[str, Iterable],
+    n_bins: int = ECE_BINS,
+    nll_average: NLLAverage = "per_sample",
 ) -> dict[str, dict[str, float]]:
-    """{key: metrics} for each named data subset; subsets are split over ranks, results gathered."""
+    """{key: metrics} for each named data subset; subsets are split over ranks, results gathered.
+    ``nll_average="per_batch"``: NLL as the mean of per-batch means (the authors' corruption NLL)."""
     rank, world = rank_and_world()
     keys = list(subsets)
     mine = [k for i, k in enumerate(keys) if i % world == rank]
     local = {}
     with eval_mode(model), torch.no_grad():
         for key in progress(mine, desc="corruptions"):
-            local[key] = metrics_from_counts(classification_counts(model, subsets[key], n_bins))
+            local[key] = metrics_from_counts(classification_counts(model, subsets[key], n_bins), nll_average)
     merged = {k: v for part in all_gather_objects(local) for k, v in part.items()}
     return {k: merged[k] for k in keys}
 
