@@ -398,6 +398,7 @@ def test_from_config_reads_its_own_hparams_and_the_flat_configs_of_older_runs():
     module = ImageClassifier(Network("resnet_cifar_micro", {"block_style": "postact"}), 100, sgd)
     again = ImageClassifier.from_config(dict(module.hparams))
     assert again.recipe == sgd and again.hparams == module.hparams and again.num_classes == 100
+    assert ImageClassifier(**module.hparams).recipe == sgd  # what Lightning's load_from_checkpoint calls
     flat = {
         "model": "resnet_cifar_micro",
         "model_kwargs": {"block_style": "postact"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -122,6 +123,9 @@ class ImageClassifier(pl.LightningModule):
         num_classes: must equal the data module's.
         recipe: the `Recipe` (optimizer, schedule, targets, metrics); the default is the paper's.
 
+    ``network`` and ``recipe`` may also be the plain dicts the hyperparameters hold, so that
+    ``ImageClassifier(**hparams)`` (Lightning's ``load_from_checkpoint``) rebuilds the module.
+
     The module follows `alternet_pl.training.recipe.RecipeInfo` (``warmup_epochs``, ``mixup_fn``,
     ``weight_decay``): what analysis callbacks may learn of the recipe.
     """
@@ -133,6 +137,10 @@ class ImageClassifier(pl.LightningModule):
         recipe: Recipe = PAPER_RECIPE,
     ) -> None:
         super().__init__()
+        if isinstance(network, Mapping):
+            network = Network(**network)
+        if isinstance(recipe, Mapping):
+            recipe = Recipe.from_dict(dict(recipe))
         if not isinstance(network, Network | torch.nn.Module):
             raise InputError(f"network={network!r}: pass a Network(name, kwargs) or a built torch.nn.Module")
         if not isinstance(num_classes, int) or num_classes < 2:
