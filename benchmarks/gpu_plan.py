@@ -2,8 +2,9 @@
 
 Every measured call of `benchmarks.gpu` is tallied (`tally`) as a unit of work on one model: a
 gradient, a Hessian-vector product, a float64 product, a forward pass, a training step, a model build,
-a `Trainer.fit` start, a DDP subprocess. `plan(scale)` gives the same counts from the sizes alone (a
-test checks that the dry run's tally equals `plan(DRY)`), so `plan(FULL)` is what the GPU run will do.
+a `Trainer.fit` start, the synthetic data set, a loader batch, a DDP subprocess. `plan(scale)` gives
+the same counts from the sizes alone (a test checks that the dry run's tally equals `plan(DRY)`), so
+`plan(FULL)` is what the GPU run will do.
 A unit's seconds on an H100 = its FLOPs (counted on the meta device at full size, `torch.utils.
 flop_counter`, cached in results/cache/) over a conservative sustained rate, plus a fixed cost per
 dispatched operator; the fixed costs are stated below. The projection is a budget check, not a timing.
@@ -31,7 +32,7 @@ CACHE = Path(__file__).resolve().parent / "results" / "cache" / "gpu-unit-flops.
 # fp64 67): CIFAR-sized layers (32x32 inputs, batch 128) keep the tensor cores far from busy.
 RATE = {"fp32": 20e12, "bf16": 60e12, "fp64": 15e12}
 SECONDS_PER_OP = 15e-6  # eager dispatch + launch per aten operator, added (not overlapped): conservative
-FIXED = {"start": 30.0, "fit": 8.0, "build": 3.0, "data": 30.0, "ddp": 0.0}
+FIXED = {"start": 30.0, "fit": 8.0, "build": 3.0, "data": 30.0, "data_batch": 0.05, "ddp": 0.0}
 PROJECTION_ASSUMPTIONS = (
     f"FLOPs at {RATE['fp32'] / 1e12:.0f} TFLOP/s fp32/TF32, {RATE['bf16'] / 1e12:.0f} bf16, "
     f"{RATE['fp64'] / 1e12:.0f} fp64, plus {SECONDS_PER_OP * 1e6:.0f} us per operator; "
@@ -86,6 +87,7 @@ def plan(s, *, pyhessian: bool, gpus: int) -> dict[str, Counter]:
             ("data", t): 1,
             ("fit", t): 2 * s.train_repeats,
             ("train_step", t): 2 * s.train_repeats * s.train_steps,
+            ("data_batch", t): min(50, s.train_steps),  # the loader alone
         }
     )
     out["ddp"] = Counter({("ddp", t): 1}) if gpus != 1 else Counter()
