@@ -35,6 +35,7 @@ from alternet_pl.runs import (
     global_rank_from_env,
     job_version,
     make_run_dir,
+    newest_version,
     read_error_records,
     run_dir_of_checkpoint,
     write_config,
@@ -161,7 +162,7 @@ class AlternetCLI(LightningCLI):
                 os.environ[RUN_DIR_ENV] = str(own)
         version = config.get("version")
         if ckpt_path == "last" and not os.environ.get(RUN_DIR_ENV):
-            version = version or job_version() or resume.newest_version(Path(runs_root) / self.experiment)
+            version = version or job_version() or newest_version(Path(runs_root) / self.experiment)
         self.run_dir = make_run_dir(runs_root, self.experiment, version, reuse=bool(ckpt_path))
         if ckpt_path == "last":
             self.resume_from = resume.newest_checkpoint(self.run_dir)

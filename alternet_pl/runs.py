@@ -45,13 +45,16 @@ __all__ = [
     "has_results",
     "job_version",
     "make_run_dir",
+    "newest_version",
     "next_version",
     "read_config",
     "read_error_records",
+    "record_path",
     "result_stem",
     "result_stems",
     "run_dir_of_checkpoint",
     "stem_order",
+    "version_numbers",
     "write_config",
     "write_error_record",
 ]
@@ -72,11 +75,21 @@ def global_rank_from_env() -> int:
     return 0
 
 
+def version_numbers(parent: str | os.PathLike) -> list[int]:
+    """The N of each `version_N` folder of an experiment folder, ascending."""
+    names = (p.name for p in Path(parent).glob("version_*"))
+    return sorted(int(m.group(1)) for name in names if (m := re.fullmatch(r"version_(\d+)", name)))
+
+
 def next_version(parent: Path) -> str:
-    taken = [
-        int(m.group(1)) for p in parent.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))
-    ]
-    return f"version_{max(taken, default=-1) + 1}"
+    """The first `version_N` after every existing one (`version_0` in a new experiment)."""
+    return f"version_{max(version_numbers(parent), default=-1) + 1}"
+
+
+def newest_version(parent: Path) -> str | None:
+    """The highest `version_N` folder of an experiment (None when there is none)."""
+    numbers = version_numbers(parent)
+    return f"version_{numbers[-1]}" if numbers else None
 
 
 def _make_parent(parent: Path) -> None:
@@ -211,6 +224,11 @@ def stem_order(stem: str) -> tuple[int, int, str]:
 def figure_name(stem: str, key: str = "") -> str:
     """A figure's file name: `<stem>.png` for the key "", else `<stem>_<key>.png`."""
     return f"{stem}.png" if not key else f"{stem}_{key}.png"
+
+
+def record_path(run_dir: str | os.PathLike, analysis: str, stem: str) -> Path:
+    """The JSON file of an analysis's record at `stem` (`records.load_record` finds the .npz beside it)."""
+    return analysis_dir(run_dir, analysis) / f"{stem}.json"
 
 
 def _is_result(path: Path) -> bool:

@@ -156,3 +156,18 @@ def test_failing_analysis_message_reaches_the_report(tmp_path):
     assert record.error.startswith("RuntimeError: VarianceCallback needs a datamodule")
     (line,) = report.missing_analyses([load_run(run)])["exp/version_0"]
     assert line == f"variance: failed (epoch=002): {record.error} [{record.path}]"
+
+
+def test_versions_are_numbered_not_sorted_as_text(tmp_path):
+    assert runs.next_version(tmp_path) == "version_0" and runs.newest_version(tmp_path) is None
+    for name in ("version_0", "version_2", "version_10", "version_x", "job_7"):
+        (tmp_path / name).mkdir()
+    assert runs.version_numbers(tmp_path) == [0, 2, 10]
+    assert runs.newest_version(tmp_path) == "version_10" and runs.next_version(tmp_path) == "version_11"
+
+
+def test_record_path_is_what_the_record_writes(tmp_path):
+    written = VarianceRecord(layers=["a"], kinds=["conv"], depth=[0.0], variance=[1.0]).to_files(
+        runs.analysis_dir(tmp_path, "variance"), runs.result_stem(5)
+    )
+    assert written["json"] == runs.record_path(tmp_path, "variance", "epoch=005")

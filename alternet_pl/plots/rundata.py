@@ -29,9 +29,9 @@ from alternet_pl.runs import (
     ANALYSIS_DIR,
     METRICS_FILE,
     ErrorRecord,
-    analysis_dir,
     read_config,
     read_error_records,
+    record_path,
     result_stems,
 )
 
@@ -186,7 +186,7 @@ class Run:
             return None
         key = (analysis, stem)
         if key not in self._records:
-            path = analysis_dir(self.path, analysis) / f"{stem}.json"
+            path = record_path(self.path, analysis, stem)
             try:
                 self._records[key] = load_record(path)
             except RecordError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,8 @@ __all__ = [
     "ResumingCSVLogger",
     "kept_rows",
     "newest_checkpoint",
-    "newest_version",
     "rows_before",
 ]
-
-
-def newest_version(parent: Path) -> str | None:
-    """The highest `version_N` folder of an experiment (None when there is none)."""
-    numbers = [
-        int(m.group(1)) for p in parent.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))
-    ]
-    return f"version_{max(numbers)}" if numbers else None
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
