@@ -11,7 +11,10 @@ The paper authors' checkpoints: `--official PATH --data cifar100 --analysis NAME
 its tensors; `--arch` overrides), wraps it in an `ImageClassifier` with the paper's recipe (so
 augmented-data analyses see Mixup / CutMix as in training) and writes to `runs/official/<layout>/`
 (`--out_dir` overrides) as a run would, with a `config.yaml` naming the model and data.
-`--data` is cifar10, cifar100, imagenet, synthetic or a YAML file with a `data:` section (e.g.
+Any timm model: `--model NAME [--model_kwargs JSON] [--weights FILE | --pretrained] --data ...`
+(`alternet_pl.models.setup`; preprocessing from the model's pretrained_cfg, `--preprocess JSON` overrides;
+files under `runs/models/<NAME>/`).
+`--data` is cifar10, cifar100, imagenet, imagefolder, synthetic or a YAML file with a `data:` section (e.g.
 configs/data/cifar100.yaml); `--data_root` sets its root. `--analyses_from FILE` takes the analyses'
 defaults from a file's `analyses:` entries (e.g. configs/analysis/paper.yaml), as a run config would.
 """
@@ -62,6 +65,7 @@ DATA_NAMES = {
     "cifar10": "alternet_pl.data.CIFAR10DataModule",
     "cifar100": "alternet_pl.data.CIFAR100DataModule",
     "imagenet": "alternet_pl.data.ImageNetDataModule",
+    "imagefolder": "alternet_pl.data.ImageFolderDataModule",
     "synthetic": "alternet_pl.data.SyntheticDataModule",
 }
 
@@ -143,6 +147,11 @@ def build_parser() -> ArgumentParser:
         help=f"with --official: one of {sorted(DATA_NAMES)} or a YAML file with a data: section",
     )
     parser.add_argument("--data_root", type=str | None, default=None, help="with --data: the data's root")
+    parser.add_argument("--model", type=str | None, default=None, help="any timm model name (with --data)")
+    parser.add_argument("--model_kwargs", type=str | None, default=None, help="with --model: JSON kwargs")
+    parser.add_argument("--weights", type=str | None, default=None, help="with --model: a weights file")
+    parser.add_argument("--pretrained", type=bool, default=False, help="with --model: timm's weights")
+    parser.add_argument("--preprocess", type=str | None, default=None, help="with --model: JSON overrides")
     parser.add_argument(
         "--analyses_from",
         type=str | None,
@@ -283,18 +292,23 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     cfg = parser.parse_args(list(args if args is not None else sys.argv[1:]), defaults=False)
     check_names(cfg.analysis)
     official, config, ckpt_path = cfg.get("official"), cfg.get("config"), cfg.get("ckpt_path")
-    if official is not None and (config is not None or ckpt_path is not None):
-        raise InputError("--official replaces --config and --ckpt_path; pass one or the other")
-    if official is not None and cfg.get("data") is None:
-        raise InputError(f"--official needs --data: one of {sorted(DATA_NAMES)} or a data config YAML")
-    if official is None and (config is None or ckpt_path is None):
+    model_name = cfg.get("model")
+    if (official or model_name) is not None and (config is not None or ckpt_path is not None):
+        raise InputError("--official / --model replace --config and --ckpt_path; pass one or the other")
+    if official is not None and model_name is not None:
+        raise InputError("--official and --model both given; pass one")
+    if (official or model_name) is not None and cfg.get("data") is None:
+        raise InputError(f"--official / --model need --data: one of {sorted(DATA_NAMES)} or a data YAML")
+    if official is None and model_name is None and (config is None or ckpt_path is None):
         raise InputError("pass --config RUN/config.yaml and --ckpt_path CKPT, or --official PATH --data NAME")
-    run_config = load_run_config(config) if official is None else None
+    run_config = load_run_config(config) if official is None and model_name is None else None
     defaults = _analyses_defaults(run_config, cfg.get("analyses_from"))
     flags = {name: cfg[name].as_dict() for name in cfg.analysis if cfg.get(name) is not None}
     callbacks = instantiate_analyses(analysis_entries(cfg.analysis, defaults, flags))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    if official is not None:
+    if model_name is not None:
+        module, datamodule, out_dir, checkpoint_epoch, ckpt_stem = _model_setup(cfg)
+    elif official is not None:
         module, datamodule, official_config = official_setup(
             official, cfg.data, cfg.get("data_root"), cfg.get("arch")
         )
@@ -317,6 +331,26 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     return run_analyses(
         dict(zip(cfg.analysis, callbacks)), module, datamodule, out_dir, checkpoint_epoch, stem
     )
+
+
+def _model_setup(cfg: Any) -> tuple[Any, Any, Path, int, str]:
+    """`--model NAME ...`: (module, datamodule, out_dir with its config.yaml written, epoch 0, stem)."""
+    from alternet_pl.models.setup import model_setup, parse_json_option
+
+    kwargs = parse_json_option("--model_kwargs", cfg.get("model_kwargs"))
+    preprocess = parse_json_option("--preprocess", cfg.get("preprocess"))
+    data_config = resolve_data_config(cfg.data, cfg.get("data_root"))
+    weights = cfg.get("weights")
+    module, datamodule, run_config = model_setup(
+        cfg.model, data_config, kwargs, weights, bool(cfg.get("pretrained")), preprocess
+    )
+    out_dir = Path(cfg.get("out_dir") or Path("runs") / str(run_config["experiment"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_config(out_dir, yaml.safe_dump(run_config, sort_keys=False))
+    stem = (
+        Path(weights).name.split(".")[0] if weights else ("pretrained" if cfg.get("pretrained") else "random")
+    )
+    return module, datamodule, out_dir, 0, stem
 
 
 def run_analyses(
