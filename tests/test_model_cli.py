@@ -151,3 +151,42 @@ def test_analyze_cli_runs_a_timm_model_with_a_weights_file(tmp_path, capsys):
         run_command(analyze.main, bad)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in err and "'fc.weight' has shape (10, 512)" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "resnet50",
+            ["stem"] + [f"layer{s}.{j}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for j in range(n)],
+        ),
+        ("vit_tiny_patch16_224", ["stem"] + [f"blocks.{i}.{p}" for i in range(12) for p in ("attn", "mlp")]),
+    ],
+)
+def test_the_papers_imagenet_fourier_figure_config_on_random_weights(name, expected, tmp_path):
+    """configs/analysis/fourier_imagenet.yaml on a tiny ImageNet-layout folder written here, at 224 px:
+    the authors' points, and values equal to the Fourier analysis of the same model on the same images."""
+    from alternet_pl import analyze
+    from alternet_pl.analysis import fourier
+
+    _folder(tmp_path / "imagenet", side=256)
+    torch.manual_seed(0)
+    torch.save(timm.create_model(name, num_classes=2).state_dict(), tmp_path / "w.pt")
+    args = ["--model", name, "--model_kwargs", '{"num_classes": 2}', "--weights", str(tmp_path / "w.pt")]
+    args += ["--data", "imagenet", "--data_root", str(tmp_path / "imagenet")]
+    args += ["--analyses_from", "configs/analysis/fourier_imagenet.yaml", "--analysis", "fourier"]
+    args += ["--fourier.data.num_batches=1", "--fourier.data.batch_size=2", "--device=cpu"]
+    args += ["--out_dir", str(tmp_path / "out")]
+    record = analyze.main(args)["fourier"]
+    assert record.layers == expected and len(record.curves[0]) == (
+        28 if name == "resnet50" else 7
+    )  # 56x56 and 14x14 maps
+    module, dm, _ = model_setup(
+        name,
+        analyze.resolve_data_config("imagenet", str(tmp_path / "imagenet")),
+        {"num_classes": 2},
+        str(tmp_path / "w.pt"),
+    )
+    ref = fourier.run(module.model, None, dm.analysis_batches("val", 1, 2), fourier.FourierOptions())
+    np.testing.assert_allclose(record.hf, ref.hf, rtol=1e-6)

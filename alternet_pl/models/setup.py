@@ -116,6 +116,8 @@ def model_setup(
     model = build_model(name, model_kwargs, weights, pretrained)
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     cfg = preprocessing(model, preprocess)
+    if data_config["class_path"].startswith("alternet_pl.data."):  # analyses never train: keep every image
+        data_config["init_args"].setdefault("drop_last", False)
     if data_config["class_path"].endswith("SyntheticDataModule"):
         args = data_config["init_args"]
         args.setdefault("image_size", int(cfg["input_size"][-1]))
