@@ -24,11 +24,13 @@ from torch import nn
 from alternet_pl.analysis.dist import rank_and_world
 from alternet_pl.analysis.files import write_figure
 from alternet_pl.analysis.loss import cross_entropy_loss
+from alternet_pl.analysis.options import resolve_weight_decay
 from alternet_pl.analysis.records import AnalysisRecord
 from alternet_pl.analysis.state import restore_state, to_device
 from alternet_pl.callbacks.options import AnalysisData, Schedule
 from alternet_pl.loggers.tables import log_analysis_record
 from alternet_pl.runs import analysis_dir, figure_name, result_stem, write_error_record
+from alternet_pl.training.recipe import recipe_info
 
 __all__ = [
     "AnalysisCallback",
@@ -73,6 +75,8 @@ class AnalysisContext:
     module: pl.LightningModule | None = None  # the ImageClassifier (eval_loss, mixup, hparams)
     datamodule: pl.LightningDataModule | None = None
     seed: int = 0
+    #: the callback's `options` with what follows training resolved (`coefficient: train`)
+    options: Any = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class AnalysisCallback(pl.Callback):
 
     #: the analysis's name in `alternet_pl.registry` (its folder, `--analysis` name, scalar prefix)
     name: ClassVar[str] = ""
+    #: the analysis's frozen options (all that changes its result), for analyses written as
+    #: `run(model, loss_fn, batches, options)`; None for callbacks that keep their options themselves
+    options: Any = None
 
     def __init__(
         self,
@@ -136,8 +143,16 @@ class AnalysisCallback(pl.Callback):
         return {}
 
     def settings(self) -> dict[str, Any]:
-        """The options that produced a result (written into its record); subclasses add theirs."""
-        return {"data": asdict(self.data)}
+        """The options that produced a result (written into its record, part of `state_key`): the
+        data, and `options` whole when the analysis has them (subclasses without add theirs)."""
+        return {"data": asdict(self.data), **(asdict(self.options) if self.options is not None else {})}
+
+    def run_options(self, module: Any) -> Any:
+        """`options` as they run on `module`: a weight-decay coefficient "train" becomes the training
+        run's (`recipe_info(module).weight_decay`; from the run config's model section in `analyze`)."""
+        if self.options is None:
+            return None
+        return resolve_weight_decay(self.options, recipe_info(module).weight_decay)
 
     def loss_fn(self, module: pl.LightningModule | None) -> Callable:
         """`loss_fn(model, batch) -> (mean loss, num samples, num correct)` of this analysis."""
@@ -155,7 +170,7 @@ class AnalysisCallback(pl.Callback):
                 f"{type(self).__name__} needs a datamodule with `analysis_batches(...)` "
                 "(every alternet_pl.data module has one)"
             )
-        mixup = getattr(module, "mixup_fn", None) if self.data.augment else None
+        mixup = recipe_info(module).mixup_fn if self.data.augment else None
         return datamodule.analysis_batches(
             split=self.data.split,
             num_batches=self.data.num_batches,
@@ -191,6 +206,7 @@ class AnalysisCallback(pl.Callback):
             module=module,
             datamodule=datamodule,
             seed=self.data.seed,
+            options=self.run_options(module),
         )
         model = module.model if hasattr(module, "model") else module
         start = time.perf_counter()
@@ -205,7 +221,8 @@ class AnalysisCallback(pl.Callback):
             epoch=epoch,
             seconds=round(time.perf_counter() - start, 3),
             world_size=world,
-            settings=self.settings(),
+            # what ran: "train" resolved to the number it stood for
+            settings={**self.settings(), **(asdict(context.options) if context.options is not None else {})},
         )
         if rank == 0:
             stem = stem or result_stem(epoch)
@@ -284,7 +301,7 @@ class AnalysisCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1  # epochs completed
-        warmup = float(getattr(pl_module, "warmup_epochs", 0) or 0)
+        warmup = float(recipe_info(pl_module).warmup_epochs or 0)
         at_warmup_end = "warmup_end" in self.schedule.at and warmup > 0 and epoch == math.ceil(warmup)
         every = self.schedule.every_n_epochs
         if at_warmup_end or (every and epoch % every == 0):
