@@ -1,15 +1,14 @@
 """Loss-landscape callbacks: `landscape` (random filter-normalised 1-D/2-D slices) and `trajectory`
 (PCA of the weights saved during training, with the landscape drawn on those axes and a polar view).
 
-Sharpness summary logged by `landscape` (L0 = loss at theta, the grid centre):
-  * `edge_increase`: mean of L - L0 over the grid's boundary cells (|a| = span or |b| = span);
-  * `max_increase`: max of L - L0 over the whole grid (the worst point of the neighbourhood).
+Both are declarations (schedule, data, snapshots, logging) around `analysis.landscape.run.run` and
+`analysis.trajectory.run`, which hold the maths; `landscape` logs the sharpness summary
+(`edge_increase`, `max_increase`: `alternet_pl.analysis.sharpness`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,20 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.dist import broadcast_object, broadcast_tensor
-from alternet_pl.analysis.landscape import (
-    IGNORES,
-    NORMS,
-    directions_from_flat,
-    evaluate_grid,
-    random_directions,
-)
+from alternet_pl.analysis.landscape.directions import Ignore, Norm
+from alternet_pl.analysis.landscape.run import LandscapeOptions
+from alternet_pl.analysis.landscape.run import run as landscape_run
+from alternet_pl.analysis.options import WeightDecayTerm, check_choice
 from alternet_pl.analysis.params import trainable_parameters
 from alternet_pl.analysis.records import LandscapeRecord, TrajectoryRecord
-from alternet_pl.analysis.trajectory import flatten_trainable, pca_directions, polar
-from alternet_pl.analysis.weight_decay import WeightDecayLoss
+from alternet_pl.analysis.trajectory import TrajectoryOptions, flatten_trainable
+from alternet_pl.analysis.trajectory import run as trajectory_run
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
-from alternet_pl.callbacks.options import WeightDecayTerm, check_choice
 from alternet_pl.errors import InputError
 from alternet_pl.plots import landscape as plots
 from alternet_pl.runs import analysis_dir, result_stem
@@ -64,84 +58,27 @@ class LandscapeCallback(AnalysisCallback):
         steps: int = 21,
         span: float = 1.0,
         dims: Literal[1, 2] = 2,
-        norm: Literal["filter", "layer", "official", "none"] = "filter",
-        ignore: Literal["biasbn", "none"] = "biasbn",
+        norm: Norm = "filter",
+        ignore: Ignore = "biasbn",
         weight_decay: WeightDecayTerm = WeightDecayTerm(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if dims not in (1, 2):
-            raise InputError(f"LandscapeCallback: dims={dims}; choose 1 (curve) or 2 (surface)")
-        if steps < 2:
-            raise InputError(
-                f"LandscapeCallback: steps={steps}; use at least 2 points per direction (e.g. 21)"
-            )
-        if not span > 0:
-            raise InputError(f"LandscapeCallback: span={span}; use a positive half-width such as 1.0")
-        check_choice("LandscapeCallback", "norm", norm, NORMS)
-        check_choice("LandscapeCallback", "ignore", ignore, IGNORES)
-        if weight_decay.form != "norm" and weight_decay.coefficient:
-            raise InputError(
-                f"LandscapeCallback: weight_decay.form={weight_decay.form!r}; the landscape adds the "
-                "paper's term coefficient * sum_p ||theta_p||_2: use form 'norm'"
-            )
-        self.steps, self.span, self.dims = int(steps), float(span), int(dims)
-        self.norm, self.ignore = norm, ignore
-        self.weight_decay = weight_decay
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            **super().settings(),
-            "steps": self.steps,
-            "span": self.span,
-            "dims": self.dims,
-            "norm": self.norm,
-            "ignore": self.ignore,
-            "weight_decay": asdict(self.weight_decay),
-        }
+        self.options = LandscapeOptions(
+            steps=int(steps),
+            span=float(span),
+            dims=dims,
+            norm=norm,
+            ignore=ignore,
+            weight_decay=weight_decay,
+            seed=self.data.seed,
+        )
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> LandscapeRecord:
-        wd = self.weight_decay.coefficient
-        if wd:  # the paper's plotted loss: NLL + wd * sum_p ||theta_p||_2
-            loss_fn = WeightDecayLoss(loss_fn, wd, self.weight_decay.form)
-        seed = self.data.seed
-        dirs = random_directions(model, n=self.dims, seed=seed, norm=self.norm, ignore=self.ignore)
-        axis = np.linspace(-self.span, self.span, self.steps)
-        grid = evaluate_grid(model, loss_fn, batches, dirs, [axis] * self.dims)
-        if self.steps % 2:
-            mid = (self.steps // 2,) * self.dims
-            center, center_acc = float(grid.loss[mid]), float(grid.acc[mid])
-        else:  # theta is not a grid point: one extra evaluation
-            c = evaluate_grid(model, loss_fn, batches, dirs, [[0.0]] * self.dims, progress=False)
-            center, center_acc = float(c.loss.item()), float(c.acc.item())
-        loss = grid.loss
-        edge = np.zeros(loss.shape, dtype=bool)
-        for k in range(self.dims):
-            idx = [slice(None)] * self.dims
-            idx[k] = [0, self.steps - 1]
-            edge[tuple(idx)] = True
-        with np.errstate(all="ignore"):
-            edge_inc = (
-                float(np.nanmean(loss[edge] - center)) if np.isfinite(loss[edge]).any() else float("nan")
-            )
-            max_inc = float(np.nanmax(loss - center)) if np.isfinite(loss).any() else float("nan")
-        return LandscapeRecord(
-            coords=axis,
-            loss=loss,
-            nll=grid.nll,
-            acc=grid.acc,
-            l2=None if grid.penalty is None else grid.penalty / wd,  # sum_p ||theta_p||, the CSV's l2
-            loss_stderr=grid.loss_stderr,
-            center_loss=center,
-            center_acc=center_acc,
-            edge_increase=edge_inc,
-            max_increase=max_inc,
-            num_samples=sum(int(b[1].shape[0]) for b in batches),
-            nonfinite_cells=[list(map(float, c)) for c in grid.nonfinite_cells],
-            notes=list(grid.notes),
-        )
+        options = context.options if context.options is not None else self.run_options(context.module)
+        return landscape_run(model, loss_fn, batches, options)
 
     def plot(self, record: LandscapeRecord, context: AnalysisContext) -> dict[str, Any]:
         x, loss, acc = record.coords, np.asarray(record.loss), np.asarray(record.acc)
@@ -183,14 +120,13 @@ class TrajectoryCallback(AnalysisCallback):
     ) -> None:
         super().__init__(**kwargs)
         check_choice("TrajectoryCallback", "store", store, ("memory", "disk"))
-        if snapshot_every_n_epochs < 1 or steps < 2 or margin < 0:
-            raise InputError("TrajectoryCallback: need snapshot_every_n_epochs >= 1, steps >= 2, margin >= 0")
-        self.snapshot_every, self.store, self.checkpoints = (
-            snapshot_every_n_epochs,
-            store,
-            list(checkpoints or []),
-        )
-        self.steps, self.margin = int(steps), float(margin)
+        if snapshot_every_n_epochs < 1:
+            raise InputError(
+                f"TrajectoryCallback: snapshot_every_n_epochs={snapshot_every_n_epochs}; use >= 1"
+            )
+        self.options = TrajectoryOptions(steps=int(steps), margin=float(margin))
+        self.snapshot_every, self.store = snapshot_every_n_epochs, store
+        self.checkpoints = list(checkpoints or [])
         self.snapshots: dict[int, np.ndarray | Path] = {}
         self._dir: Path | None = None
         self._rank = 0
@@ -224,13 +160,12 @@ class TrajectoryCallback(AnalysisCallback):
         super().on_train_epoch_end(trainer, pl_module)
 
     def settings(self) -> dict[str, Any]:
+        """The options and data, plus where the snapshots come from (they change the result too)."""
         return {
             **super().settings(),
             "snapshot_every_n_epochs": self.snapshot_every,
             "store": self.store,
             "checkpoints": list(self.checkpoints),
-            "steps": self.steps,
-            "margin": self.margin,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -250,27 +185,15 @@ class TrajectoryCallback(AnalysisCallback):
         for epoch, flat in state_dict.get("memory", {}).items():
             self.snapshots.setdefault(int(epoch), flat.numpy())
 
-    def _pca(
-        self, model: nn.Module, final: np.ndarray
-    ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
-        """(epochs, 2 PCA directions, path coordinates, explained ratios) from the snapshots."""
+    def _snapshots(self, model: nn.Module) -> tuple[list[int], list[np.ndarray]]:
+        """(epochs, flat weights) of the snapshots: the checkpoints when given, else those recorded."""
         if self.checkpoints:
-            epochs = list(range(len(self.checkpoints)))
-            snaps = [self._from_checkpoint(model, p) for p in self.checkpoints]
-        else:
-            epochs = sorted(self.snapshots)
-            snaps = [
-                np.load(s, mmap_mode="r") if isinstance(s, Path) else s
-                for s in (self.snapshots[e] for e in epochs)
+            return list(range(len(self.checkpoints))), [
+                self._from_checkpoint(model, p) for p in self.checkpoints
             ]
-        distinct = [not np.array_equal(s, final) for s in snaps]  # the final snapshot adds no direction
-        if sum(distinct) < 2:
-            raise InputError(
-                f"TrajectoryCallback: {sum(distinct)} weight snapshot(s) besides the final weights; the PCA "
-                "needs at least 2: attach the callback to a fit of >= 2 epochs or pass checkpoints=[...]"
-            )
-        vecs, path, explained = pca_directions(snaps, final)
-        return epochs, vecs, path, explained
+        epochs = sorted(self.snapshots)
+        snaps = [self.snapshots[e] for e in epochs]
+        return epochs, [np.load(s, mmap_mode="r") if isinstance(s, Path) else s for s in snaps]
 
     def _from_checkpoint(self, model: nn.Module, path: str) -> np.ndarray:
         state = load_checkpoint(path)
@@ -295,43 +218,9 @@ class TrajectoryCallback(AnalysisCallback):
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> TrajectoryRecord:
-        final = flatten_trainable(model)
-        outcome: tuple = ("ok",)
-        if context.rank == 0:  # only rank 0 holds snapshots (DDP keeps the weights equal on all ranks)
-            try:
-                epochs, vecs, path, explained = self._pca(model, final)
-                outcome = ("ok", epochs, path, explained)
-            except ValueError as err:
-                outcome = ("error", str(err))
-        outcome = broadcast_object(outcome)  # every rank raises together: no rank left in a collective
-        if outcome[0] == "error":
-            raise InputError(outcome[1])
-        _, epochs, path, explained = outcome
-        device = next(model.parameters()).device
-        vecs = broadcast_tensor(
-            torch.from_numpy(vecs) if context.rank == 0 else None, (2, final.size), torch.float64, device
-        )
-        vecs = vecs.cpu().numpy() if isinstance(vecs, torch.Tensor) else vecs
-        dirs = directions_from_flat(model, vecs)
-        lo, hi = np.minimum(path.min(0), 0.0), np.maximum(path.max(0), 0.0)
-        pad = self.margin * np.maximum(hi - lo, 1e-12)
-        axes = [np.linspace(lo[k] - pad[k], hi[k] + pad[k], self.steps) for k in range(2)]
-        grid = evaluate_grid(model, loss_fn, batches, dirs, axes)
-        angle, radius = polar(path)
-        return TrajectoryRecord(
-            x=axes[0],
-            y=axes[1],
-            loss=grid.loss,
-            acc=grid.acc,
-            path=path,
-            epochs=np.asarray(epochs),
-            explained=np.asarray(explained),
-            angle=np.asarray(angle),
-            radius=np.asarray(radius),
-            path_length=float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()),
-            nonfinite_cells=[list(map(float, c)) for c in grid.nonfinite_cells],
-            notes=list(grid.notes),
-        )
+        epochs, snapshots = self._snapshots(model) if context.rank == 0 else ([], [])
+        options = context.options if context.options is not None else self.options
+        return trajectory_run(model, loss_fn, batches, options, snapshots=snapshots, epochs=epochs)
 
     def plot(self, record: TrajectoryRecord, context: AnalysisContext) -> dict[str, Any]:
         return {
