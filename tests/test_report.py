@@ -242,5 +242,5 @@ def test_smoke_suite_config_builds_every_analysis():
     analyses = parser.instantiate(parser.parse_path("configs/analysis/smoke.yaml")).analyses
     by_name = {a.name: a for a in analyses}
     assert set(by_name) == set(report.ANALYSIS_NAMES)
-    assert by_name["hessian"].spectrum.enabled and by_name["hessian"].data.num_batches >= 8
-    assert len(by_name["freq_noise"].freqs) == 9
+    assert by_name["hessian"].options.spectrum.enabled and by_name["hessian"].data.num_batches >= 8
+    assert len(by_name["freq_noise"].options.freqs) == 9

@@ -14,7 +14,8 @@ CE_c = sum_s err(c, s) / sum_s err_base(c, s), mCE = mean_c CE_c (1.0 = as robus
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,12 @@ from alternet_pl.analysis.files import read_json
 from alternet_pl.analysis.freq import band_noise, check_freq
 from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.analysis.progress import progress
+from alternet_pl.analysis.records import FreqNoiseRecord
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
 
 __all__ = [
+    "FreqNoiseOptions",
     "classification_counts",
     "corruption_errors",
     "evaluate_subsets",
@@ -41,6 +44,7 @@ __all__ = [
     "mean_corruption_error",
     "metrics_from_counts",
     "relative_ce",
+    "run",
 ]
 
 
@@ -91,6 +95,46 @@ def frequency_noise_accuracy(
 ) -> np.ndarray:
     """acc(noisy) - acc(clean) per band centre ``freqs`` (units of pi); see `frequency_noise_scan`."""
     return frequency_noise_scan(model, batches, freqs, eps, width, seed)["delta"]
+
+
+@dataclass(frozen=True)
+class FreqNoiseOptions:
+    """Everything that changes the frequency-noise result.
+
+    Args:
+        freqs: band centres in units of pi, each in (0, 1].
+        eps: noise amplitude in normalised-input units (official default 0.007).
+        width: band half-width s in radians (official 0.2; it is added to f in radians).
+        seed: seeds the noise draws (one per batch, shared by every band).
+    """
+
+    freqs: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    eps: float = 0.007
+    width: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "freqs", tuple(float(f) for f in self.freqs))
+        for f in self.freqs:
+            check_freq(f)
+        if self.eps < 0:
+            raise InputError(f"FreqNoiseOptions: eps={self.eps}; use an amplitude >= 0")
+
+
+def run(
+    model: nn.Module, loss_fn: Callable | None, batches: Iterable, options: FreqNoiseOptions
+) -> FreqNoiseRecord:
+    """Accuracy under band-limited noise (`frequency_noise_scan`) as a `FreqNoiseRecord`; the loss is
+    not used (accepted for the common signature)."""
+    res = frequency_noise_scan(model, batches, options.freqs, options.eps, options.width, options.seed)
+    return FreqNoiseRecord(
+        freqs=[float(f) for f in res["freqs"]],
+        eps=float(options.eps),
+        width=float(options.width),
+        clean_acc=float(res["clean_acc"]),
+        acc=[float(a) for a in res["acc"]],
+        delta=[float(d) for d in res["delta"]],
+    )
 
 
 # ---- calibration metrics -------------------------------------------------------------------------

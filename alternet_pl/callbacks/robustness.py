@@ -14,19 +14,19 @@ from torch import nn
 
 from alternet_pl.analysis.baselines import ALEXNET, alexnet_errors, alexnet_set_for, relative_mce
 from alternet_pl.analysis.files import read_json
-from alternet_pl.analysis.freq import check_freq
 from alternet_pl.analysis.records import CorruptionRecord, FreqNoiseRecord
 from alternet_pl.analysis.robustness import (
+    FreqNoiseOptions,
     classification_counts,
     corruption_errors,
     evaluate_subsets,
-    frequency_noise_scan,
     load_baseline_errors,
     load_baseline_severities,
     mean_corruption_error,
     metrics_from_counts,
     relative_ce,
 )
+from alternet_pl.analysis.robustness import run as freq_noise_run
 from alternet_pl.analysis.state import eval_mode, to_device
 from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
 from alternet_pl.data.corruptions import detect_layout
@@ -60,25 +60,14 @@ class FreqNoiseCallback(AnalysisCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for f in freqs:
-            check_freq(f)
-        self.freqs, self.eps, self.width = [float(f) for f in freqs], float(eps), float(width)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "freqs": self.freqs, "eps": self.eps, "width": self.width}
+        self.options = FreqNoiseOptions(
+            freqs=tuple(freqs), eps=float(eps), width=float(width), seed=self.data.seed
+        )
 
     def compute(
         self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
     ) -> FreqNoiseRecord:
-        res = frequency_noise_scan(model, batches, self.freqs, self.eps, self.width, self.data.seed)
-        return FreqNoiseRecord(
-            freqs=[float(f) for f in res["freqs"]],
-            eps=self.eps,
-            width=self.width,
-            clean_acc=float(res["clean_acc"]),
-            acc=[float(a) for a in res["acc"]],
-            delta=[float(d) for d in res["delta"]],
-        )
+        return freq_noise_run(model, loss_fn, batches, self.options)
 
     def plot(self, record: FreqNoiseRecord, context: AnalysisContext) -> dict[str, Any]:
         return {"": plots.plot_freq_noise([(f"epoch {context.epoch}", record.freqs, record.delta)])}

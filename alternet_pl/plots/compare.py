@@ -18,6 +18,7 @@ from matplotlib import colors as mcolors
 from matplotlib.cm import ScalarMappable
 from matplotlib.ticker import MaxNLocator
 
+from alternet_pl.analysis.sharpness import grid_sharpness
 from alternet_pl.plots import KIND_STYLE, model_color, model_family, model_label
 from alternet_pl.plots.rundata import Run
 
@@ -168,13 +169,10 @@ def hessian_spectrum_figure(runs: Sequence[Run]) -> ComparisonFigure | None:
 
 
 # ---- Fig. 1a: loss landscapes ----------------------------------------------------------------------
-def _edge_increase(loss: np.ndarray) -> float:
-    """Mean loss on the grid's boundary minus the loss at its centre cell."""
+def _official_edge_increase(loss: np.ndarray) -> float:
+    """An official CSV grid's edge increase (no record holds it): `grid_sharpness` around its centre cell."""
     loss = np.asarray(loss, float)
-    edge = np.ones_like(loss, dtype=bool)
-    edge[1:-1, 1:-1] = False
-    centre = loss[loss.shape[0] // 2, loss.shape[1] // 2]
-    return float(np.nanmean(loss[edge]) - centre)
+    return grid_sharpness(loss, float(loss[loss.shape[0] // 2, loss.shape[1] // 2]))[0]
 
 
 def landscape_figure(
@@ -186,9 +184,10 @@ def landscape_figure(
     for run in runs:
         rec = run.record("landscape")
         if rec is not None and rec.dims == 2:
-            grid = {"x": rec.coords, "y": rec.coords, "loss": rec.loss}
+            grid = {"x": rec.coords, "y": rec.coords, "loss": rec.loss, "edge": rec.edge_increase}
             grids.append((f"{run.model_label}\n{run.label}", run.model_label, run.color, grid))
     for name, grid in (official or {}).items():
+        grid = {**grid, "edge": _official_edge_increase(grid["loss"])}
         colour = model_color(name) if model_family(name) else "0.3"
         grids.append((f"official\n{name}", f"official {model_label(name)}", colour, grid))
     if not grids:
@@ -224,7 +223,7 @@ def landscape_figure(
     ax1.title.set_fontsize(9)
     ax1.legend(frameon=False, fontsize=7)
     _thin_ticks(ax1, 4)
-    rises = [(label, _edge_increase(g["loss"])) for _, label, _, g in grids]
+    rises = [(label, float(g["edge"])) for _, label, _, g in grids]
     flat = min(rises, key=lambda lr: lr[1])
     observed = (
         "Loss rise from the centre to the grid's edge: "
