@@ -63,21 +63,21 @@ ANALYSES: dict[str, AnalysisEntry] = {
             "hessian",
             f"{_CB}.hessian.HessianCallback",
             f"{_REC}.HessianRecord",
-            None,
+            "alternet_pl.analysis.hessian.run.HessianOptions",
             f"{_FIG}.compare.hessian_spectrum_figure",
         ),
         AnalysisEntry(
             "landscape",
             f"{_CB}.landscape.LandscapeCallback",
             f"{_REC}.LandscapeRecord",
-            None,
+            "alternet_pl.analysis.landscape.run.LandscapeOptions",
             f"{_FIG}.compare.landscape_figure",
         ),
         AnalysisEntry(
             "trajectory",
             f"{_CB}.landscape.TrajectoryCallback",
             f"{_REC}.TrajectoryRecord",
-            None,
+            "alternet_pl.analysis.trajectory.TrajectoryOptions",
             f"{_FIG}.compare.trajectory_figure",
         ),
         AnalysisEntry(
@@ -98,7 +98,7 @@ ANALYSES: dict[str, AnalysisEntry] = {
             "freq_noise",
             f"{_CB}.robustness.FreqNoiseCallback",
             f"{_REC}.FreqNoiseRecord",
-            None,
+            "alternet_pl.analysis.robustness.FreqNoiseOptions",
             f"{_FIG}.compare.freq_noise_figure",
         ),
         AnalysisEntry(
