@@ -198,7 +198,7 @@ def test_paper_analyses_of_the_resnet_sgd_recipe_use_its_weight_decay(tmp_path, 
             ]
         )
     run_config = yaml.safe_load(capsys.readouterr().out)
-    module = ImageClassifier(**run_config["model"])
+    module = ImageClassifier.from_config(run_config["model"])
     callbacks = analyze.instantiate_analyses(run_config["analyses"])
     decayed = [cb for cb in callbacks if getattr(cb.options, "weight_decay", None) is not None]
     assert {cb.name for cb in decayed} >= {"hessian", "landscape"}
