@@ -177,7 +177,7 @@ def test_analyze_runs_analyses_on_an_official_checkpoint(tmp_path: Path) -> None
 def test_analyze_official_arguments_are_checked_before_anything_loads(tmp_path: Path) -> None:
     from alternet_pl import analyze
 
-    with pytest.raises(ValueError, match="--official needs --data"):
+    with pytest.raises(ValueError, match="need --data"):
         analyze.main(["--official", str(tmp_path / "x.pth"), "--analysis", "variance"])
     with pytest.raises(ValueError, match="pass --config"):  # neither --official nor --config / --ckpt_path
         analyze.main(["--analysis", "variance"])
