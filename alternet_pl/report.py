@@ -24,8 +24,10 @@ matplotlib.use("Agg")
 from alternet_pl.analysis.files import write_figure, write_text  # noqa: E402
 from alternet_pl.errors import InputError, run_command  # noqa: E402
 from alternet_pl.plots import compare  # noqa: E402
+from alternet_pl.plots.findings import findings, findings_html, findings_markdown, write_findings  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
 from alternet_pl.plots.rundata import ANALYSIS_NAMES, Run, load_run  # noqa: E402
+from alternet_pl.plots.spread import landscape_spread_figure  # noqa: E402
 from alternet_pl.runs import has_results  # noqa: E402
 
 __all__ = [
@@ -141,6 +143,7 @@ class Report:
         self.official = {compare.official_label(p): read_official_csv(p) for p in official_csv}
         self.header, self.rows = results_table(self.runs)
         self.missing = missing_analyses(self.runs)
+        self.findings = findings(self.runs)  # the verdicts (alternet_pl.plots.findings)
         self.figures: list[compare.ComparisonFigure] = []
         self.absent: list[str] = []  # figures no run has data for
         for name, draw in self._drawers():
@@ -157,6 +160,7 @@ class Report:
             "loss landscapes (landscape, dims 2)",
             lambda runs: compare.landscape_figure(runs, self.official),
         )
+        yield "landscape spread (landscape, two or more seeds of a model)", landscape_spread_figure
         yield "trajectories (trajectory)", compare.trajectory_figure
         yield "Fourier by depth (fourier)", lambda runs: compare.depth_figure(runs, "fourier")
         yield "variance by depth (variance)", lambda runs: compare.depth_figure(runs, "variance")
@@ -177,6 +181,7 @@ class Report:
                 written.append(write_figure(out / f"{fig.name}.{fmt}", fig.figure))  # closes it
         table = _markdown_table(self.header, self.rows)
         written.append(write_text(out / "table_results.md", table))
+        written.append(write_findings(self.findings, out / "findings.json"))
         written.append(write_text(out / "report.md", self.markdown(table)))
         written.append(write_text(out / "index.html", self.html()))
         return written
@@ -185,6 +190,7 @@ class Report:
     def markdown(self, table: str) -> str:
         lines = ["# alternet-pl report", "", "Runs: " + ", ".join(f"`{r.path}`" for r in self.runs), ""]
         lines += ["## Results", "", table]
+        lines += ["## Findings: the paper's claims on these runs", "", findings_markdown(self.findings)]
         lines += ["## Figures", ""]
         for fig in self.figures:
             lines += [
@@ -224,7 +230,10 @@ class Report:
             "<h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr>",
         ]
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in self.rows]
-        parts.append("</table><h2>Figures</h2>")
+        parts.append(
+            "</table><h2>Findings: the paper's claims on these runs</h2>" + findings_html(self.findings)
+        )
+        parts.append("<h2>Figures</h2>")
         for fig in self.figures:
             parts.append(
                 f"<figure id='{fig.name}'><h3>{e(fig.title)}</h3>"
