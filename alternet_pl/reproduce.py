@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from alternet_pl.data.natural import write_natural_corruptions
 from alternet_pl.data.synthetic_corruptions import write_synthetic_corruptions
 from alternet_pl.errors import InputError, run_command
 from alternet_pl.runs import global_rank_from_env
@@ -42,7 +43,10 @@ __all__ = [
 SCALES_DIR = Path("configs/scales")
 
 #: data a scale can make before training (its `prepare:` keys): name -> function taking the keywords
-PREPARE: dict[str, Callable[..., Any]] = {"synthetic_corruptions": write_synthetic_corruptions}
+PREPARE: dict[str, Callable[..., Any]] = {
+    "synthetic_corruptions": write_synthetic_corruptions,
+    "natural_corruptions": write_natural_corruptions,
+}
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,9 @@ def _grid_row(n: int, height: float, wspace: float = 0.3):
 def _colorbar(fig, cax, norm: mcolors.Normalize, label: str) -> None:
     """One colour bar for panels sharing `norm`, with the scale's own ticks (log ticks for LogNorm)."""
     log = isinstance(norm, mcolors.LogNorm)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=cax, label=label + (" (log scale)" if log else ""))
+    label += " (log scale)" if log else ""
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=cax, label=label)
+    bar.solids.set_rasterized(False)  # vector PDFs (matplotlib rasterises bars of 50+ colours)
 
 
 def _levels(norm: mcolors.Normalize, n: int = 16) -> np.ndarray:
