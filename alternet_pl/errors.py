@@ -69,6 +69,9 @@ def config_error_line(err: argparse.ArgumentError) -> str:
         return f"{key.group(1)}: {problem}; see --help for the options and their types"
     given = re.findall(r"(?:Given|Got) value: (.+)$", str(err), re.M)
     expected = [m for line in lines for m in re.findall(r"Expected a <class '([\w.]+)'>", line)]
+    expected += [
+        f"one of [{m}]" for line in lines for m in re.findall(r"Expected a typing\.Literal\[(.+?)\]", line)
+    ]
     if key and given:
         name, value = key.group(1), given[-1]
         nested = re.search(r"NestedArg\(key='([^']+)', val='([^']*)'\)", value)

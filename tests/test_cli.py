@@ -255,6 +255,17 @@ def test_fit_keeps_jsonargparse_words_for_analysis_entries(tmp_path, capsys):
     assert "Group 'eigen' does not accept option 'kk'" in err
 
 
+def test_fit_names_the_choices_of_a_recipe_option(capsys):
+    """A value outside a recipe option's choices: one line with the key, the value and the choices."""
+    base = ["--config", str(ROOT / "experiments/quickstart.yaml"), "--print_config"]
+    err = _one_line_exit_2(fit.main, [*base, "--model.recipe.schedule.kind=cosine"], capsys)
+    assert (
+        "model.recipe.schedule.kind='cosine' is not valid: expected one of ['official', 'per_step', " in err
+    )
+    err = _one_line_exit_2(fit.main, [*base, "--model.recipe.optimizer.lrr=1"], capsys)
+    assert "unrecognized arguments: --model.recipe.optimizer.lrr=1" in err
+
+
 def test_experiment_defaults_to_the_first_config_files_name(tmp_path):
     exp = tmp_path / "my_exp.yaml"
     text = (ROOT / "experiments/quickstart.yaml").read_text().replace("experiment: quickstart\n", "")
