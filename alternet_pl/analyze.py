@@ -33,7 +33,21 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
 from alternet_pl.callbacks import AnalysisCallback, AnalysisList
-from alternet_pl.errors import CommandFailed, InputError, config_error_line, run_command
+from alternet_pl.checks import (
+    build_from_run_config,
+    check_device,
+    check_official_file,
+    check_writable,
+    load_run_config,
+)
+from alternet_pl.errors import (
+    CommandFailed,
+    InputError,
+    MissingInputError,
+    config_error_line,
+    environment_error,
+    run_command,
+)
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
 from alternet_pl.registry import ANALYSES, closest, import_object, name_of_class_path
 from alternet_pl.runs import (
@@ -72,20 +86,6 @@ DATA_NAMES = {
 
 class AnalysisFailed(CommandFailed):
     """One or more analyses failed; each wrote an error record (message and traceback)."""
-
-
-def load_run_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"run config {path} not found (each run writes runs/<experiment>/<version>/config.yaml)"
-        )
-    with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
-    for key in ("model", "data"):
-        if key not in config:
-            raise InputError(f"run config {path} has no '{key}' section; pass the config.yaml a run wrote")
-    return config
 
 
 def load_checkpoint(module: ImageClassifier, ckpt_path: str | Path, map_location: str = "cpu") -> int:
@@ -282,7 +282,10 @@ def _analyses_defaults(run_config: dict[str, Any] | None, analyses_from: str | N
     if analyses_from:
         source = Path(analyses_from)
         if not source.is_file():
-            raise FileNotFoundError(f"--analyses_from {source}: no such file")
+            raise MissingInputError(
+                f"--analyses_from {source}: no such file; pass a YAML file with an analyses: list "
+                "(e.g. configs/analysis/paper.yaml)"
+            )
         defaults = {**run_config_defaults(yaml.safe_load(source.read_text()) or {}), **defaults}
     return defaults
 
@@ -306,9 +309,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     flags = {name: cfg[name].as_dict() for name in cfg.analysis if cfg.get(name) is not None}
     callbacks = instantiate_analyses(analysis_entries(cfg.analysis, defaults, flags))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     if model_name is not None:
         module, datamodule, out_dir, checkpoint_epoch, ckpt_stem = _model_setup(cfg)
     elif official is not None:
+        check_official_file(official)
         module, datamodule, official_config = official_setup(
             official, cfg.data, cfg.get("data_root"), cfg.get("arch")
         )
@@ -320,12 +325,12 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, yaml.safe_dump(official_config, sort_keys=False))
     else:
-        module = ImageClassifier.from_config(run_config["model"])
+        module, datamodule = build_from_run_config(run_config, config)
         checkpoint_epoch = load_checkpoint(module, ckpt_path)
-        datamodule = instantiate_class((), run_config["data"])
         ckpt = Path(ckpt_path)
         ckpt_stem = ckpt.stem
         out_dir = Path(cfg.get("out_dir") or analysis_root_of_checkpoint(ckpt))
+    check_writable(out_dir)
     module.to(device).eval()
     stem = result_stem(checkpoint_epoch, checkpoint=ckpt_stem)
     return run_analyses(
@@ -370,6 +375,8 @@ def run_analyses(
         try:
             results[name] = callback.run(module, datamodule, out_dir, epoch=epoch, stem=stem)
         except Exception as err:  # noqa: BLE001  (recorded beside the results, then reported)
+            if environment_error(err):  # a full disk: no error record can be written either
+                raise
             record = write_error_record(out_dir, name, stem, epoch, err)
             failed.append(f"{name} ({' '.join(str(err).split())[:300]}; error record: {record})")
             print(f"{name}: FAILED, error record {record}", flush=True)

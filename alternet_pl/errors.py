@@ -9,20 +9,24 @@ line and exits with status 2; `ALTERNET_DEBUG=1` shows the full traceback instea
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 __all__ = [
     "DEBUG_ENV",
     "CommandFailed",
     "InputError",
+    "Interrupted",
     "MissingInputError",
+    "OneLineArgumentParser",
     "TrainingStopped",
     "check_choice",
     "debug_enabled",
+    "environment_error",
     "run_command",
 ]
 
@@ -40,6 +44,45 @@ class MissingInputError(InputError, FileNotFoundError):
 
 class CommandFailed(RuntimeError):
     """The command could not finish its work; the message says why and how to go on (exit status 3)."""
+
+
+class Interrupted(CommandFailed):
+    """Stopped by the user (Ctrl-C); the message says what was kept and how to go on (exit status 2)."""
+
+
+#: OSError numbers that say the machine, not the program, is in the way (exit 2, one line)
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a file stands where a folder is needed",
+}
+
+
+def environment_error(err: BaseException) -> str | None:
+    """One line for an `OSError` the machine caused (full disk, read-only or forbidden folder), found
+    in `err` or the exceptions it was raised from; None for any other error."""
+    seen, visited = err, set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, OSError) and seen.errno in ENVIRONMENT_ERRNOS:
+            where = f" writing {seen.filename}" if seen.filename else ""
+            return (
+                f"{ENVIRONMENT_ERRNOS[seen.errno]}{where}; free space or pick a writable folder "
+                "(e.g. --runs_dir / --out), then run the command again"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose errors are an `InputError` (one line, exit 2 through
+    `run_command`) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message}; see --help")
 
 
 class TrainingStopped(CommandFailed):
@@ -114,11 +157,17 @@ def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
     """Call `main(argv)`; an `InputError` or `CommandFailed` ends the process with its one line.
 
     Returns what `main` returns. Raises `SystemExit(2)` on an input error and `SystemExit(3)` when
-    training was stopped (the traceback is printed only under `ALTERNET_DEBUG=1`); any other
-    exception propagates unchanged (a bug: full traceback).
+    training was stopped (the traceback is printed only under `ALTERNET_DEBUG=1`). A full disk, a
+    read-only or forbidden folder and Ctrl-C are one line and exit status 2 too; any other exception
+    propagates unchanged (a bug: full traceback).
     """
     try:
         return main(argv)
+    except KeyboardInterrupt:
+        if debug_enabled():
+            raise
+        print("interrupted (Ctrl-C); run the command again to redo it", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except argparse.ArgumentError as err:  # a config / flag the parser rejects (unknown key, wrong type)
         if debug_enabled():
             raise
@@ -132,7 +181,15 @@ def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> Any:
             if isinstance(err, InputError)
             else "stopped"
             if isinstance(err, TrainingStopped)
+            else "interrupted"
+            if isinstance(err, Interrupted)
             else "failed"
         )
         print(f"{kind}: {err}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
-        raise SystemExit(2 if isinstance(err, InputError) else 3) from None
+        raise SystemExit(2 if isinstance(err, InputError | Interrupted) else 3) from None
+    except Exception as err:
+        line = environment_error(err)
+        if line is None or debug_enabled():
+            raise
+        print(f"error: {line}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

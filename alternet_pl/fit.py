@@ -10,6 +10,7 @@ the merged result. Each run writes `runs/<experiment>/<version>/`: `config.yaml`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -25,7 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from alternet_pl.callbacks import AnalysisList
 from alternet_pl.data import ImageDataModule
-from alternet_pl.errors import InputError, run_command
+from alternet_pl.errors import InputError, Interrupted, environment_error, run_command
 from alternet_pl.runs import (
     ANALYSIS_DIR,
     CONFIG_FILE,
@@ -35,13 +36,12 @@ from alternet_pl.runs import (
     global_rank_from_env,
     job_version,
     make_run_dir,
-    newest_version,
     read_error_records,
     run_dir_of_checkpoint,
     write_config,
 )
 from alternet_pl.training import resume
-from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
+from alternet_pl.training.checkpoints import LastCheckpoint, SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
 from alternet_pl.training.module import configured_classifier
 
@@ -72,17 +72,7 @@ def last_checkpoint(run_dir: Path, every_n_steps: int | None = None) -> ModelChe
     Separate from the best checkpoint: Lightning's `save_last` only writes when a best checkpoint
     is written, which would leave last.ckpt behind whenever val/acc1 does not improve.
     """
-    return ModelCheckpoint(
-        dirpath=str(checkpoints_dir(run_dir)),
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        every_n_epochs=1,
-        every_n_train_steps=every_n_steps,
-        enable_version_counter=False,
-        # at the very end of the epoch, after the analyses' epoch-end runs: their state is in it
-        save_on_train_epoch_end=True,
-    )
+    return LastCheckpoint(str(checkpoints_dir(run_dir)), every_n_steps)
 
 
 def _config_error(err: BaseException) -> str:
@@ -104,6 +94,10 @@ class AlternetCLI(LightningCLI):
     `before_instantiate_classes` (the run directory and its config.yaml) and `instantiate_trainer`
     (the run directory, the CSV logger, the default checkpoint and the analyses as Trainer arguments).
     """
+
+    def __init__(self, *args: Any, new_runs: list[Path] | None = None, **kwargs: Any) -> None:
+        self.new_runs = new_runs if new_runs is not None else []
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -145,7 +139,12 @@ class AlternetCLI(LightningCLI):
         if self.config.get("experiment"):
             return str(self.config["experiment"])
         files = self.config.get("config") or []
-        return Path(str(files[0])).stem if files else "default"
+        if not files:
+            return "default"
+        first = Path(str(files[0]))
+        if first.name == CONFIG_FILE and resume.is_run_dir(first.parent):  # a run's own config
+            return first.parent.parent.name
+        return first.stem
 
     def before_instantiate_classes(self) -> None:
         config = self.config
@@ -155,20 +154,35 @@ class AlternetCLI(LightningCLI):
         self.keep_rows: list[dict[str, str]] = []
         ckpt_path = config.get("ckpt_path")
         runs_root = config.get("runs_dir", "runs")
-        if ckpt_path and ckpt_path != "last":
-            self.resume_from = resume.check_checkpoint_path(ckpt_path)
-            own = run_dir_of_checkpoint(self.resume_from)
-            if own is not None and not os.environ.get(RUN_DIR_ENV):
-                os.environ[RUN_DIR_ENV] = str(own)
         version = config.get("version")
+        parent = Path(runs_root) / self.experiment
         if ckpt_path == "last" and not os.environ.get(RUN_DIR_ENV):
-            version = version or job_version() or newest_version(Path(runs_root) / self.experiment)
+            version, self.resume_from = resume.find_last(parent, version, job_version())
+        elif ckpt_path and ckpt_path != "last":
+            self.resume_from = resume.check_checkpoint_path(ckpt_path)
+        checkpoint = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        if checkpoint is not None:  # before any file is touched
+            resume.check_same_model(self.resume_from, checkpoint, config.get("model"), self.experiment)
+            own = run_dir_of_checkpoint(self.resume_from)
+            if ckpt_path != "last" and own is not None and not os.environ.get(RUN_DIR_ENV):
+                os.environ[RUN_DIR_ENV] = str(own)
+        before = set(parent.iterdir()) if parent.is_dir() else None
         self.run_dir = make_run_dir(runs_root, self.experiment, version, reuse=bool(ckpt_path))
-        if ckpt_path == "last":
+        if (
+            global_rank_from_env() == 0
+            and self.run_dir not in (before or ())
+            and self.run_dir.parent == parent
+        ):
+            self.new_runs += (
+                [self.run_dir] if before is not None else [self.run_dir, parent]
+            )  # a failed start
+        if ckpt_path == "last" and self.resume_from is None:  # a DDP rank, or a job's first start
             self.resume_from = resume.newest_checkpoint(self.run_dir)
-        if self.resume_from is not None:
-            self.keep_rows = resume.kept_rows(load_checkpoint(self.resume_from), self.run_dir / METRICS_FILE)
+            checkpoint = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        if checkpoint is not None:
+            self.keep_rows = resume.kept_rows(checkpoint, self.run_dir / METRICS_FILE)
         if global_rank_from_env() == 0 and not (self.resume_from and (self.run_dir / CONFIG_FILE).is_file()):
+            config["experiment"] = self.experiment  # a resume with this file finds its experiment
             write_config(self.run_dir, self.parser.dump(config, skip_unset=False))
 
     def instantiate_classes(self) -> None:
@@ -195,6 +209,7 @@ class AlternetCLI(LightningCLI):
             every = self.config_init.get("checkpoint_every_n_steps")
             callbacks += [default_checkpoint(self.run_dir), last_checkpoint(self.run_dir, every)]
         callbacks += [NonFiniteLossGuard(), resume.RNGStates(), resume.MetricsRowCount()]
+        callbacks += [resume.LoaderPosition(), resume.MetricStates()]
         callbacks += list(self.config_init.get("analyses") or [])
         plugins = _as_list(trainer_config.get("plugins"))
         if not any(isinstance(p, SafeCheckpointIO) for p in plugins):
@@ -261,7 +276,11 @@ def main(args: list[str] | None = None) -> AlternetCLI:
     # our run directory holds config.yaml beside metrics.csv by design; CSVLogger only rewrites its own file
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # ImageDataModule's training loader resumes mid-epoch through LoaderPosition, which Lightning cannot see
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
     owns_env = RUN_DIR_ENV not in os.environ
+    new_runs: list[Path] = []
+    cli = None
     try:
         cli = AlternetCLI(
             configured_classifier,  # ImageClassifier with the network as a config spec
@@ -274,15 +293,40 @@ def main(args: list[str] | None = None) -> AlternetCLI:
             trainer_defaults={"log_every_n_steps": 10, "enable_progress_bar": sys.stderr.isatty()},
             parser_kwargs={"default_env": False, "exit_on_error": False},  # one-line config errors
             seed_everything_default=0,
+            new_runs=new_runs,
         )
         resume_from = str(cli.resume_from) if cli.resume_from else None
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_from)
+        if resume_from:  # a run killed during its end-of-fit analyses: training is done, they are not
+            resume.finish_fit_end_analyses(cli.trainer, cli.model)
         if cli.trainer.global_rank == 0:
             print(summarize(cli.run_dir, cli.trainer), flush=True)
         return cli
+    except (KeyboardInterrupt, SystemExit, Exception) as err:
+        failure = _failed_start(err, cli, new_runs)
+        if failure is err:
+            raise
+        raise failure from err
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _failed_start(err: BaseException, cli: AlternetCLI | None, new_runs: list[Path]) -> BaseException:
+    """What `main` raises for `err`: the run folder a failed start made is removed; Ctrl-C and a full
+    disk / read-only folder become one line naming what was kept and how to go on."""
+    if new_runs and resume.remove_if_unstarted(new_runs[0]) and len(new_runs) > 1:
+        with contextlib.suppress(OSError):
+            new_runs[1].rmdir()  # the experiment folder this start made, if it is empty
+    run_dir = getattr(cli, "run_dir", None)
+    if isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, SystemExit) and cli is not None and cli.trainer.interrupted
+    ):
+        return Interrupted(f"stopped by Ctrl-C; {resume.what_was_kept(run_dir)}")
+    line = environment_error(err) if isinstance(err, Exception) else None
+    if line is not None and run_dir is not None:
+        return InputError(f"{line}; {resume.what_was_kept(run_dir)}")
+    return err
 
 
 __all__ = ["AlternetCLI", "default_checkpoint", "main", "summarize"]

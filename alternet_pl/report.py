@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from alternet_pl.analysis.files import write_figure, write_text  # noqa: E402
-from alternet_pl.errors import InputError, run_command  # noqa: E402
+from alternet_pl.errors import InputError, OneLineArgumentParser, run_command  # noqa: E402
 from alternet_pl.plots import compare  # noqa: E402
 from alternet_pl.plots.findings import findings, findings_html, findings_markdown, write_findings  # noqa: E402
 from alternet_pl.plots.landscape import read_official_csv  # noqa: E402
@@ -308,9 +308,7 @@ def render(runs: Sequence[Path], args: argparse.Namespace) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> Report:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", type=Path, help="run directories (runs/<experiment>/<version>)")
     parser.add_argument("--scale", help=argparse.SUPPRESS)  # moved: a one-line pointer below
     add_render_arguments(parser)

@@ -235,3 +235,43 @@ def test_analysis_on_nonfinite_weights_writes_an_error_record_not_numbers(tmp_pa
     (record,) = read_error_records(tmp_path)
     assert record.kind == "nonfinite" and record.analysis == "variance" and "Traceback" in record.traceback
     assert str(record.path).endswith("analysis/variance/epoch=001.error.json") and record.epoch == 1
+
+
+def test_nonfinite_loss_names_the_newest_checkpoint_not_the_best(tmp_path):
+    """A best-checkpoint callback first in the list (what `trainer.checkpoint_callback` returns) whose
+    file is older than last.ckpt: the guard must offer the newer last.ckpt."""
+    from alternet_pl.training.checkpoints import LastCheckpoint
+    from alternet_pl.training.guards import NonFiniteLossError, NonFiniteLossGuard
+
+    pl.seed_everything(0)
+    best = ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"), monitor="step", mode="min", filename="best")
+    last = LastCheckpoint(str(tmp_path / "checkpoints"))
+    trainer = _trainer(tmp_path, max_epochs=3, callbacks=[best, last, NonFiniteLossGuard()])
+    module = _GoesNaN(Network("alternet_cifar_micro"), num_classes=4, recipe=Recipe(targets=NO_MIXING))
+    module.nan_at = 5  # epoch 3; best.ckpt stays the step-2 one, last.ckpt is from step 4
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer.fit(module, datamodule=_data())
+    assert trainer.checkpoint_callback is best and best.best_model_path.endswith("best.ckpt")
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert f"Last good checkpoint: {tmp_path / 'checkpoints' / 'last.ckpt'};" in str(err.value)
+
+
+def test_last_checkpoint_every_n_steps_writes_at_steps_and_epoch_ends(tmp_path):
+    """`--checkpoint_every_n_steps` (Lightning refuses every_n_epochs with every_n_train_steps): written
+    after steps 3 (mid-epoch) and at each epoch end (steps 2, 4), never twice for one step."""
+    from alternet_pl.training.checkpoints import LastCheckpoint
+
+    saved = []
+
+    class Record(SafeCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            saved.append((checkpoint["global_step"], Path(path).name))
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    pl.seed_everything(0)
+    last = LastCheckpoint(str(tmp_path / "checkpoints"), every_n_steps=3)
+    trainer = _trainer(tmp_path, max_epochs=3, callbacks=[last], plugins=[Record()])
+    trainer.fit(_module(), datamodule=_data())
+    assert saved == [(2, "last.ckpt"), (3, "last.ckpt"), (4, "last.ckpt"), (6, "last.ckpt")]
+    with pytest.raises(InputError, match="checkpoint_every_n_steps 0"):
+        LastCheckpoint(str(tmp_path), every_n_steps=0)

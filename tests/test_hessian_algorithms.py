@@ -159,8 +159,8 @@ def test_algorithms_accept_any_linear_operator():
     import dataclasses
 
     import numpy as np
+    import scipy.sparse.linalg as scipy_linalg
 
-    scipy_linalg = pytest.importorskip("scipy.sparse.linalg")
     g = torch.Generator().manual_seed(0)
     a = torch.randn(30, 30, generator=g, dtype=torch.float64)
     h = a + a.T

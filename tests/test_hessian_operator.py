@@ -66,6 +66,12 @@ def test_train_mode_uses_batch_statistics_and_leaves_running_stats_alone():
     expected = sum(_train_hessian(ref, b) @ v * (b[0].shape[0] / total) for b in batches)
     torch.testing.assert_close(hv, expected, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(hv, op_for(model, batches) @ v)  # and it is not the eval-mode Hessian
+    # afterwards BatchNorm tracks running statistics again: the next training step updates them
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.track_running_stats for m in bns)
+    model.train()
+    model(batches[0][0])
+    assert not torch.equal(bns[0].running_mean, buffers["1.running_mean"])
 
 
 class ManualBatchNorm(nn.Module):
@@ -155,7 +161,7 @@ def test_float64_operator_on_a_float32_model_round_trips_exactly():
 
 
 def test_timm_vit_double_backward_on_cpu():
-    timm = pytest.importorskip("timm")
+    import timm  # noqa: F401  (a dependency: missing, the test fails)
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)

@@ -182,14 +182,13 @@ def test_trajectory_checkpoint_of_another_architecture(tmp_path):
 
 
 def test_end_to_end_fit_with_both_callbacks(tmp_path):
-    pl = pytest.importorskip("lightning.pytorch")
-    try:
-        from alternet_pl.data.synthetic import SyntheticDataModule
-        from alternet_pl.training.module import ImageClassifier, Network
-        from alternet_pl.training.recipe import OptimizerOptions, Recipe
-        from alternet_pl.training.schedules import LRSchedule
-    except ImportError as err:  # pragma: no cover
-        pytest.skip(f"module/data not available: {err}")
+    import lightning.pytorch as pl
+
+    from alternet_pl.data.synthetic import SyntheticDataModule
+    from alternet_pl.training.module import ImageClassifier, Network
+    from alternet_pl.training.recipe import OptimizerOptions, Recipe
+    from alternet_pl.training.schedules import LRSchedule
+
     torch.manual_seed(0)
     recipe = Recipe(optimizer=OptimizerOptions(lr=1e-3), schedule=LRSchedule(warmup_epochs=0))
     module = ImageClassifier(Network("resnet_cifar_micro"), num_classes=10, recipe=recipe)

@@ -1,5 +1,7 @@
-"""Resume: a run killed mid-epoch and resumed from its last checkpoint ends bit-identical to one that
-was never interrupted (weights and metrics.csv); `--ckpt_path last` goes on in the same directory."""
+"""Resume: a run killed (SIGKILL) and resumed from its last checkpoint, written at an epoch end, after a
+mid-epoch step (`--checkpoint_every_n_steps`) or on SLURM's warning signal, ends bit-identical to one
+that was never interrupted (weights, optimizer state, metrics.csv, analysis records), with
+`num_workers` 0 and 2; `--ckpt_path last` goes on in the same directory."""
 
 import csv
 import json
@@ -8,10 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from alternet_pl.training.checkpoints import load_checkpoint
+from alternet_pl.data import SyntheticDataModule
+from alternet_pl.training import resume
+from alternet_pl.training.checkpoints import SafeCheckpointIO, load_checkpoint
+from alternet_pl.training.module import ImageClassifier, Network
+from alternet_pl.training.recipe import Recipe, TargetOptions
+from alternet_pl.training.schedules import LRSchedule
 from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +49,116 @@ def _fit(runs: Path, *extra: str, expect: int = 0) -> subprocess.CompletedProces
     return done
 
 
+def _tiny_fit(root: Path, workers: int = 0, ckpt_path: str | None = None, every_step: bool = False):
+    """In-process: micro AlterNet, 24 augmented images in batches of 8 (3 steps an epoch), Mixup,
+    dropout-free; with `every_step`, a checkpoint after every step (step=N.ckpt)."""
+    pl.seed_everything(0)
+    callbacks = [resume.RNGStates(), resume.LoaderPosition(), resume.MetricStates()]
+    if every_step:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(root / "ckpts"), filename="{step}", every_n_train_steps=1, save_top_k=-1
+            )
+        )
+    trainer = pl.Trainer(
+        default_root_dir=str(root),
+        accelerator="cpu",
+        max_epochs=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=callbacks,
+        plugins=[SafeCheckpointIO()],
+    )
+    recipe = Recipe(schedule=LRSchedule(warmup_epochs=1), targets=TargetOptions(mixup_alpha=0.8))
+    module = ImageClassifier(Network("alternet_cifar_micro"), num_classes=4, recipe=recipe)
+    data = SyntheticDataModule(
+        num_train=24, num_val=8, num_classes=4, batch_size=8, num_workers=workers, auto_augment="rand-m9-n2"
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_resume_from_a_mid_epoch_checkpoint_in_process_is_exact(tmp_path):
+    """Fast: resuming from the step-4 checkpoint (one batch into epoch 2) ends with the weights of the
+    uninterrupted run: the loader starts at the right batch (LoaderPosition), with the same
+    augmentations (per-image seeds), and Mixup draws the same (RNGStates)."""
+    whole, _ = _tiny_fit(tmp_path / "whole", every_step=True)
+    mid = tmp_path / "whole" / "ckpts" / "step=4.ckpt"
+    assert load_checkpoint(mid)["callbacks"]["LoaderPosition"] == {"epoch": 1, "batches": 1}
+    resumed, trainer = _tiny_fit(tmp_path / "resumed", ckpt_path=str(mid))
+    assert trainer.global_step == 9
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    # the last epoch's averages cover all its batches (MetricStates), the same as uninterrupted
+    assert trainer.logged_metrics["train/loss_epoch"] == whole.trainer.logged_metrics["train/loss_epoch"]
+    assert trainer.logged_metrics["train/acc1"] == whole.trainer.logged_metrics["train/acc1"]
+
+
+def test_loader_position_and_rng_states_round_trip():
+    """The two states `fit` adds to checkpoints: what they save is what they restore."""
+    import random
+
+    import numpy as np
+
+    states = resume.RNGStates()
+    torch.manual_seed(1), random.seed(2), np.random.seed(3)
+    saved = load_checkpoint_roundtrip(states.state_dict())
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(9), random.seed(9), np.random.seed(9)
+    states.load_state_dict(saved)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert (random.random(), np.random.rand()) == expected[1:]
+
+    class Data:
+        def resume_at(self, epoch, batches):
+            self.at = (epoch, batches)
+
+    position = resume.LoaderPosition()
+    position._trainer = type("T", (), {"datamodule": Data()})()
+    position.load_state_dict({"epoch": 4, "batches": 7})
+    assert position._trainer.datamodule.at == (4, 7) and position.state_dict() == {"epoch": 4, "batches": 7}
+
+
+def load_checkpoint_roundtrip(state):
+    """A state through torch.save and the weights-only reader (what a checkpoint does to it)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_training_order_and_augmentations_do_not_depend_on_workers_or_restarts():
+    """The loader's batches are a function of (seed, epoch, position): 0 and 2 workers read the
+    same; a loader started at batch 2 of epoch 1 reads what the whole epoch's loader reads from there."""
+    data = SyntheticDataModule(
+        num_train=20, num_val=4, num_classes=4, batch_size=4, auto_augment="rand-m9-n2"
+    )
+    data.setup()
+
+    def epoch_batches(loader, epoch):
+        loader.sampler.set_epoch(epoch)
+        return list(loader)
+
+    zero = data.train_dataloader()
+    first, second = epoch_batches(zero, 0), epoch_batches(zero, 1)
+    assert not torch.equal(first[0][0], second[0][0])  # another order / augmentation each epoch
+    data.num_workers = 2
+    two = epoch_batches(data.train_dataloader(), 1)
+    data.num_workers = 0
+    data.resume_at(1, 2)
+    rest = list(data.train_dataloader())
+    assert len(rest) == 3 and len(data.train_dataloader()) == 5
+    for a, b in zip(second, two):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for a, b in zip(second[2:], rest):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
 ANALYSES = """\
 analyses:
   - class_path: alternet_pl.callbacks.FourierCallback
@@ -58,6 +177,37 @@ analyses:
 def _rows(run: Path) -> list[dict[str, str]]:
     with open(run / "metrics.csv", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def _records(run: Path) -> dict[str, dict]:
+    """Every analysis record of a run (json), less its wall-clock seconds."""
+    found = {}
+    for path in sorted((run / "analysis").glob("*/*.json")):
+        record = json.loads(path.read_text())
+        record.pop("seconds", None)
+        found[f"{path.parent.name}/{path.name}"] = record
+    return found
+
+
+def assert_same_run(whole: Path, resumed: Path) -> None:
+    """Bit for bit: final weights, optimizer state, loop position, metrics.csv, analysis records."""
+    a = load_checkpoint(whole / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]) == (12, 2)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert opt_a.keys() == opt_b.keys() and opt_a
+    for index, state in opt_a.items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b[index][name])), (index, name)
+    assert _rows(whole) == _rows(resumed)
+    records, again = _records(whole), _records(resumed)
+    assert len(records) == 4 and records.keys() == again.keys()  # fourier x3, trajectory x1
+    for name, record in records.items():
+        for key, value in record.items():
+            assert value == again[name].get(key), (name, key, value, again[name].get(key))
 
 
 @pytest.mark.slow
@@ -90,10 +240,16 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_path, workers):
     """SIGUSR1 under a (simulated) SLURM job: Lightning writes hpc_ckpt_1.ckpt and calls
     `scontrol requeue <job>` (a stand-in that records the call and kills the job, as SLURM does);
-    the requeued start with the same job id and `--ckpt_path last` finishes the run in job_<id>/."""
+    the requeued start with the same job id and `--ckpt_path last` finishes the run in job_<id>/,
+    bit-identical to a run never interrupted (the checkpoint is written mid-epoch, at step 6 of 12)."""
+    analyses = tmp_path / "analyses.yaml"
+    analyses.write_text(ANALYSES)
+    flags = ("--config", str(analyses), f"--data.init_args.num_workers={workers}")
+    _fit(tmp_path / "whole", *flags)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol.log"
@@ -124,6 +280,7 @@ def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_pa
             *FLAGS,
             f"--runs_dir={runs}",
             "--ckpt_path=last",
+            *flags,
             *extra,
         ]
         done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
@@ -133,10 +290,88 @@ def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_pa
     fit("--trainer.callbacks+=tests.faults.SignalAtStep", "--trainer.callbacks.step=6", expect=-9)
     run = runs / "quickstart" / "job_4242"
     assert calls.read_text().split() == ["requeue", "4242"]
-    assert load_checkpoint(run / "hpc_ckpt_1.ckpt")["global_step"] == 6
+    hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
+    assert hpc["global_step"] == 6 and hpc["callbacks"]["LoaderPosition"] == {"epoch": 1, "batches": 2}
     fit(expect=0)
     assert sorted(p.name for p in (runs / "quickstart").iterdir()) == ["job_4242"]
     final = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert (final["global_step"], final["epoch"]) == (12, 2)
     steps = [int(r["step"]) for r in _rows(run) if r.get("train/loss_step")]
     assert steps == sorted(set(steps)) and steps[-1] == 11  # no step logged twice, none after the end
+    assert_same_run(tmp_path / "whole" / "quickstart" / "version_0", run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_right_after_a_mid_epoch_step_checkpoint_resumes_bit_identical(tmp_path, workers):
+    """`--checkpoint_every_n_steps 3` (4 steps an epoch): killed right after the step-9 checkpoint,
+    one batch into epoch 3; the resumed run reads the rest of that epoch exactly."""
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    analyses = tmp_path / "analyses.yaml"
+    analyses.write_text(ANALYSES)
+    flags = (
+        "--config",
+        str(analyses),
+        "--checkpoint_every_n_steps=3",
+        f"--data.init_args.num_workers={workers}",
+    )
+    _fit(whole, *flags)
+    kill = (
+        "--trainer.callbacks+=tests.faults.KillAtStep",
+        "--trainer.callbacks.step=9",
+        "--trainer.callbacks.after_checkpoint=true",
+    )
+    killed = _fit(broken, *flags, *kill, expect=-9)
+    run = broken / "quickstart" / "version_0"
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 9, killed.stderr[-2000:]
+    assert ckpt["callbacks"]["LoaderPosition"] == {"epoch": 2, "batches": 1}
+    _fit(broken, *flags, "--ckpt_path=last")
+    assert sorted(p.name for p in (broken / "quickstart").iterdir()) == ["version_0"]
+    assert_same_run(whole / "quickstart" / "version_0", run)
+
+
+def _fit_in_process(runs: Path, capsys, *extra: str) -> tuple[int, str]:
+    from alternet_pl import fit
+    from alternet_pl.errors import run_command
+
+    args = [*FLAGS, f"--runs_dir={runs}", "--trainer.max_epochs=2", "--checkpoint_every_n_steps=3", *extra]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(fit.main, args)
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_ctrl_c_mid_training_says_what_was_kept_and_how_to_go_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ALTERNET_DEBUG", raising=False)
+    runs = tmp_path / "runs"
+    code, line = _fit_in_process(
+        runs, capsys, "--trainer.callbacks+=tests.faults.InterruptAtStep", "--trainer.callbacks.step=5"
+    )
+    run = runs / "quickstart" / "version_0"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert code == 2 and line.startswith("interrupted: stopped by Ctrl-C; kept ")
+    assert f"--ckpt_path {ckpt}" in line and load_checkpoint(ckpt)["global_step"] == 4
+
+
+def test_full_disk_mid_training_is_one_line_and_keeps_the_run(tmp_path, capsys, monkeypatch):
+    """ENOSPC on the second checkpoint write (step 3): one line, exit 2, the first checkpoint kept."""
+    import errno
+
+    from alternet_pl.training import checkpoints
+
+    monkeypatch.delenv("ALTERNET_DEBUG", raising=False)
+    real, calls = checkpoints.atomic_torch_save, []
+
+    def filling_up(obj, path, save=None):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(obj, path, save)
+
+    monkeypatch.setattr(checkpoints, "atomic_torch_save", filling_up)
+    runs = tmp_path / "runs"
+    code, line = _fit_in_process(runs, capsys)
+    run = runs / "quickstart" / "version_0"
+    assert code == 2 and line.startswith("error: the disk is full writing ") and f"kept {run}" in line
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 3

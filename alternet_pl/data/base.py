@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -11,6 +12,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alternet_pl.analysis.state import seeded
+from alternet_pl.data.resumable import EpochSeededDataset, ResumableSampler
 from alternet_pl.data.transforms import build_transform
 from alternet_pl.errors import InputError
 
@@ -50,6 +52,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._start: tuple[int, int] | None = None  # (epoch, batches read in it) of a resumed run
 
     # ---- to implement -----------------------------------------------------------------------
     def build_datasets(self, train_transform: Callable, eval_transform: Callable) -> tuple[Dataset, Dataset]:
@@ -102,18 +105,32 @@ class ImageDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle if sampler is None else None,
             sampler=sampler,
-            # evaluation loaders draw their worker seeds from their own generator, not the global one:
-            # a resumed run's extra sanity-check pass then leaves the training RNG stream unchanged
-            generator=None if shuffle else torch.Generator().manual_seed(0),
+            # loaders draw their worker seeds from their own generator, not the global one: a resumed
+            # run's extra sanity-check pass and re-created iterators leave the training RNG stream alone
+            generator=torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
             drop_last=drop_last,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the next training loader start in `epoch` after its first `batches` batches
+        (called on resume by `alternet_pl.training.resume.LoaderPosition`)."""
+        self._start = (epoch, batches)
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented batches whose order and augmentations depend only on the seed, the
+        epoch and the position (see `alternet_pl.data.resumable`): resumable at any batch."""
         self.setup()
-        return self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # `seed_everything`'s (fit's --seed_everything)
+        sampler = ResumableSampler(self.train_set, seed=seed)
+        if self._start is not None:
+            epoch, batches = self._start
+            sampler.start_at(epoch, batches * self.batch_size)
+            self._start = None
+        dataset = EpochSeededDataset(self.train_set, seed=seed)
+        return self._loader(dataset, shuffle=True, drop_last=self.drop_last, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

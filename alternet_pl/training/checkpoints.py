@@ -22,12 +22,14 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from alternet_pl.errors import InputError, MissingInputError
 
 __all__ = [
     "LIGHTNING_SAFE_GLOBALS",
+    "LastCheckpoint",
     "SafeCheckpointIO",
     "atomic_torch_save",
     "completed_epochs",
@@ -185,3 +187,36 @@ class SafeCheckpointIO(TorchCheckpointIO):
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`<dirpath>/last.ckpt`, rewritten at the very end of every epoch and, with `every_n_steps`, also
+    after every N-th training step.
+
+    Lightning refuses `every_n_epochs` together with `every_n_train_steps`; this callback asks for the
+    steps and adds the epoch end itself. A step that ends an epoch is left to the epoch-end save, which
+    runs after validation and the analyses' epoch-end work, so their state is in the file.
+    """
+
+    def __init__(self, dirpath: str, every_n_steps: int | None = None) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise InputError(
+                f"--checkpoint_every_n_steps {every_n_steps}: give a number of training steps >= 1 "
+                "(or leave it out: last.ckpt is written at every epoch end)"
+            )
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_train_steps=every_n_steps,
+            every_n_epochs=None if every_n_steps else 1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        )
+        self._every_n_epochs = 1  # the epoch end as well as the steps
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch-end save follows
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)

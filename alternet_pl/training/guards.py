@@ -8,6 +8,7 @@ last good one. Under DDP every rank stops together (the decision is reduced over
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -15,7 +16,22 @@ import torch
 
 from alternet_pl.errors import TrainingStopped
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "newest_checkpoint_written"]
+
+
+def newest_checkpoint_written(trainer: pl.Trainer) -> str:
+    """The most recently written checkpoint of all the trainer's checkpoint callbacks ("" if none).
+
+    Every checkpoint on disk holds finite weights (the guard stops before a bad step updates them),
+    so the newest is the last good one: `last.ckpt` or a step checkpoint, usually not the best one.
+    """
+    paths = {
+        path
+        for callback in trainer.checkpoint_callbacks
+        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", ""))
+        if path and os.path.isfile(path)
+    }
+    return max(paths, key=lambda p: os.stat(p).st_mtime_ns) if paths else ""
 
 
 class NonFiniteLossError(TrainingStopped):
@@ -55,8 +71,7 @@ class NonFiniteLossGuard(pl.Callback):
 
     @staticmethod
     def _resume_hint(trainer: pl.Trainer) -> str:
-        ckpt = getattr(trainer, "checkpoint_callback", None)
-        path = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
+        path = newest_checkpoint_written(trainer)
         if path:
             return (
                 f"Last good checkpoint: {path}; resume from it with --ckpt_path {path} and a lower "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,24 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from torchmetrics import Metric
 
-from alternet_pl.errors import MissingInputError
-from alternet_pl.runs import checkpoints_dir
+from alternet_pl.errors import InputError, MissingInputError
+from alternet_pl.runs import ANALYSIS_DIR, CONFIG_FILE, METRICS_FILE, checkpoints_dir, run_dir_of_checkpoint
+from alternet_pl.training.module import upgrade_flat_config
 
 __all__ = [
+    "LoaderPosition",
     "MetricsRowCount",
+    "MetricStates",
     "RNGStates",
     "ResumingCSVLogger",
+    "check_same_model",
+    "find_last",
+    "is_run_dir",
+    "what_was_kept",
+    "finish_fit_end_analyses",
+    "remove_if_unstarted",
     "kept_rows",
     "newest_checkpoint",
     "rows_before",
@@ -44,6 +55,26 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
+def is_run_dir(folder: Path) -> bool:
+    """A folder `fit` made: config.yaml beside checkpoints/ or metrics.csv."""
+    return (folder / CONFIG_FILE).is_file() and (
+        checkpoints_dir(folder).is_dir() or (folder / METRICS_FILE).is_file()
+    )
+
+
+def what_was_kept(run_dir: Path | None) -> str:
+    """Where a stopped run stands and the command that goes on with it (for one-line messages)."""
+    if run_dir is None or not Path(run_dir).is_dir():
+        return "nothing was kept (training had not started); run the command again"
+    ckpt = newest_checkpoint(Path(run_dir))
+    if ckpt is None:
+        return f"{run_dir} holds no checkpoint yet; run the command again to start over"
+    return (
+        f"kept {run_dir} (newest checkpoint {ckpt}); go on with: python -m alternet_pl.fit "
+        f"--config {Path(run_dir) / CONFIG_FILE} --ckpt_path {ckpt}"
+    )
+
+
 def check_checkpoint_path(path: str) -> Path:
     ckpt = Path(path)
     if not ckpt.is_file():
@@ -52,6 +83,105 @@ def check_checkpoint_path(path: str) -> Path:
             "run of this experiment"
         )
     return ckpt
+
+
+def find_last(parent: Path, version: str | None, job: str | None) -> tuple[str | None, Path | None]:
+    """What `--ckpt_path last` resumes: `(version folder, checkpoint)`.
+
+    With `--version`: that run's newest checkpoint. In a SLURM / torchrun job: the job's folder
+    (no checkpoint yet is the job's first start: a fresh run there). Else the run of the experiment
+    (`parent`) whose newest checkpoint is the most recent. Raises `InputError` when there is none.
+    """
+    if version is not None or job is not None:
+        name = version or job
+        ckpt = newest_checkpoint(parent / name)  # type: ignore[operator]
+        if ckpt is None and version is not None:
+            raise MissingInputError(
+                f"--ckpt_path last --version {version}: {parent / version} has no checkpoint to resume "
+                f"(no checkpoints/last.ckpt or hpc_ckpt_*.ckpt); leave out --ckpt_path to start a new run"
+            )
+        return name, ckpt
+    found = [(ckpt, run) for run in _runs(parent) if (ckpt := newest_checkpoint(run)) is not None]
+    if not found:
+        raise MissingInputError(
+            f"--ckpt_path last: no run of experiment {parent.name!r} under {parent} has a checkpoint to "
+            "resume; leave out --ckpt_path to start a new run (or pass --ckpt_path <file.ckpt>)"
+        )
+    ckpt, run = max(found, key=lambda pair: pair[0].stat().st_mtime_ns)
+    return run.name, ckpt
+
+
+def _runs(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+
+
+def check_same_model(ckpt: Path, checkpoint: dict[str, Any], model: Any, experiment: str) -> None:
+    """Refuse, before any file is touched, a checkpoint of another experiment or architecture.
+
+    `model`: the config's `model` section (a namespace or dict of `ImageClassifier`'s arguments).
+    Raises `InputError` naming what differs and the config to resume it with.
+    """
+    own = run_dir_of_checkpoint(ckpt)
+    hint = f"--config {own / 'config.yaml'}" if own is not None else "the config of the run that wrote it"
+    if own is not None and own.parent.name != experiment:
+        raise InputError(
+            f"checkpoint {ckpt} belongs to experiment {own.parent.name!r}, not {experiment!r}; resume it "
+            f"with {hint} (or pass --experiment {own.parent.name})"
+        )
+    saved, wanted = _architecture(checkpoint.get("hyper_parameters")), _architecture(model)
+    for key, value in saved.items():
+        if value is not None and wanted.get(key) is not None and value != wanted[key]:
+            raise InputError(
+                f"checkpoint {ckpt} was written with {key}={value!r}, this config has {key}="
+                f"{wanted[key]!r}; resume it with {hint}"
+            )
+
+
+def _architecture(model_config: Any) -> dict[str, Any]:
+    """What fixes the weights' shapes in a `model:` config or a checkpoint's hyperparameters (the
+    grouped layout or the flat one of older runs): network name, its kwargs, the number of classes."""
+    config = _plain(model_config) if model_config is not None else {}
+    config = upgrade_flat_config(dict(config)) if isinstance(config, dict) else {}
+    network = config.get("network") if isinstance(config.get("network"), dict) else {}
+    return {
+        "network": network.get("name"),
+        "network kwargs": dict(network.get("kwargs") or {}) if "name" in network else None,
+        "num_classes": config.get("num_classes"),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain Python (jsonargparse namespaces to dicts)."""
+    return {k: _plain(v) for k, v in vars(value).items()} if hasattr(value, "__dict__") else value
+
+
+def remove_if_unstarted(run_dir: Path) -> bool:
+    """Delete a run folder that a failed start left with nothing of value (no checkpoint, no metrics
+    row, no analysis result): only its config.yaml / hparams.yaml. Returns whether it was removed."""
+    if not run_dir.is_dir() or any(run_dir.rglob("*.ckpt")) or (run_dir / ANALYSIS_DIR).is_dir():
+        return False
+    metrics = run_dir / METRICS_FILE
+    if metrics.is_file() and len(metrics.read_text().splitlines()) > 1:
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+def finish_fit_end_analyses(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
+    """Run the end-of-fit analyses a killed run did not finish, when `fit` resumed a run whose training
+    was already complete (Lightning then skips training and its `on_train_end` hooks).
+
+    Returns the names of the analyses run.
+    """
+    ran = []
+    for callback in trainer.callbacks:  # AnalysisCallbacks (duck-typed: they import this package)
+        schedule = getattr(callback, "schedule", None)
+        wanted = schedule is not None and "fit_end" in schedule.at and hasattr(callback, "done")
+        if wanted and ("epoch", trainer.current_epoch) not in callback.done:
+            pl_module.to(trainer.strategy.root_device)
+            callback.on_train_end(trainer, pl_module)
+            ran.append(callback.name)
+    return ran
 
 
 def rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:
@@ -174,3 +304,78 @@ class RNGStates(pl.Callback):
         random.setstate((version, tuple(internal), gauss))
         name, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+class LoaderPosition(pl.Callback):
+    """Keep in each checkpoint where the training data stood: the epoch and the batches read in it.
+
+    On resume it tells the data module (`resume_at(epoch, batches)`, see
+    `alternet_pl.data.resumable`), which starts its next training loader there: a run resumed from a
+    mid-epoch checkpoint (`--checkpoint_every_n_steps`, SLURM's `hpc_ckpt_N.ckpt`) reads the rest of
+    that epoch, no batch twice and none skipped. An end-of-epoch checkpoint holds the next epoch at 0.
+    """
+
+    def __init__(self) -> None:
+        self.epoch, self.batches = 0, 0
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epoch, self.batches = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        self.batches += 1  # before the step's checkpoint: Lightning runs checkpoint callbacks last
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epoch, self.batches = trainer.current_epoch + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch, self.batches = int(state_dict["epoch"]), int(state_dict["batches"])
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if hasattr(datamodule, "resume_at"):
+            datamodule.resume_at(self.epoch, self.batches)
+
+
+class MetricStates(pl.Callback):
+    """Keep the LightningModule's torchmetrics states (sums and counts so far) in checkpoints.
+
+    An epoch's logged averages (`train/loss_epoch`, `train/acc1`) accumulate in torchmetrics objects
+    whose states are not part of the module's state_dict; without them a run resumed mid-epoch
+    would average only the batches read after the restart.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def _metrics(self) -> dict[str, Metric]:
+        module = getattr(self._trainer, "lightning_module", None)
+        if module is None:
+            return {}
+        return {name: m for name, m in module.named_modules() if isinstance(m, Metric)}
+
+    def state_dict(self) -> dict[str, Any]:
+        saved = {}
+        for name, metric in self._metrics().items():
+            states = {k: getattr(metric, k) for k in metric._defaults}
+            if all(isinstance(v, torch.Tensor) for v in states.values()):
+                saved[name] = {"update_count": int(metric._update_count), "states": states}
+        return saved
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        metrics = self._metrics()
+        for name, saved in state_dict.items():
+            metric = metrics.get(name)
+            if metric is None:
+                continue
+            for key, value in saved["states"].items():
+                setattr(metric, key, value.to(getattr(metric, key).device))
+            metric._update_count = int(saved["update_count"])
+            metric._computed = None
