@@ -125,10 +125,10 @@ def _enospc(monkeypatch, sandbox):
     """A full disk: every write of results/config text fails with ENOSPC."""
     import alternet_pl.fit
 
-    def full(path, text):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(run_dir, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "config.yaml"))
 
-    monkeypatch.setattr(alternet_pl.fit, "write_text", full)
+    monkeypatch.setattr(alternet_pl.fit, "write_config", full)
 
 
 def _read_only_runs(monkeypatch, sandbox):
@@ -335,7 +335,7 @@ TABLE = [
         "--analyses_from",
         None,
     ),
-    ("analyze-unknown-analysis", _analyze("--analysis", "nope"), "unknown analysis", None),
+    ("analyze-unknown-analysis", _analyze("--analysis", "nope"), "is not an analysis", None),
     ("analyze-no-analysis", _analyze(), "analysis", None),
     (
         "analyze-ckpt-missing",
