@@ -175,11 +175,11 @@ TABLE = [
     # ---- fit: configuration ----------------------------------------------------------------------
     (
         "fit-unknown-model",
-        _fit("--model.model=alternet_cifar_nope"),
+        _fit("--model.network.name=alternet_cifar_nope"),
         "unknown model 'alternet_cifar_nope'",
         None,
     ),
-    ("fit-bad-layout", _fit("--model.model_kwargs={layout: [C, CX, CM, CM]}"), "letter", None),
+    ("fit-bad-layout", _fit("--model.network.kwargs={layout: [C, CX, CM, CM]}"), "letter", None),
     ("fit-num-classes", _fit("--model.num_classes=7"), "set --model.num_classes=10", None),
     (
         "fit-batch-gt-data",
@@ -404,7 +404,7 @@ TABLE = [
     (
         "analyze-official-and-config",
         _analyze("--official", "{s}/x.pth", "--analysis", "fourier"),
-        "--official replaces --config",
+        "replace --config and --ckpt_path",
         None,
     ),
     (
