@@ -12,6 +12,7 @@ import yaml
 from alternet_pl import fit
 from alternet_pl.analysis.records import HessianRecord
 from alternet_pl.runs import make_run_dir
+from alternet_pl.training.module import Network
 from alternet_pl.training.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,21 +27,41 @@ TINY = [
 ]
 
 
+def composed(path: str) -> list[Path]:
+    """The config files an experiment is run with: build-up steps after alter_r50.yaml, the CPU scale's
+    model fragments after experiments/cpu/base.yaml."""
+    file = Path(path)
+    if "buildup" in file.parts:
+        return [ROOT / "experiments" / "alter_r50.yaml", file]
+    if file.parent.name == "cpu" and file.name != "base.yaml":
+        return [file.parent / "base.yaml", file]
+    return [file]
+
+
+def _last_set(files: list[Path], *keys: str, default=None):
+    """The value of model.<keys> in the last of `files` that sets it, with the file (else `default`)."""
+    for file in reversed(files):
+        node = yaml.safe_load(file.read_text()).get("model") or {}
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            return node, file
+    return default, None
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_experiment_passes_print_config(path, capsys):
-    args = ["--config", path]
-    if "buildup" in path:
-        args = ["--config", str(ROOT / "experiments" / "alter_r50.yaml")] + args
+    files = composed(path)
     with pytest.raises(SystemExit) as exit_info:
-        fit.main(args + ["--print_config"])
+        fit.main([arg for f in files for arg in ("--config", str(f))] + ["--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"] and printed["trainer"]["max_epochs"]
     # the whole recipe is shown, every option of every group, with the values of the recipe file the
     # experiment names (read here on its own, over the groups' defaults)
-    base = ROOT / "experiments" / "alter_r50.yaml" if "buildup" in path else Path(path)
-    named = yaml.safe_load(base.read_text())["model"]["recipe"]
-    from_file = yaml.safe_load((base.parent / named).read_text())
+    named, source = _last_set(files, "recipe")
+    assert named is not None, f"{path}: no model.recipe in {files}"
+    from_file = yaml.safe_load((source.parent / named).read_text())
     shown = printed["model"]["recipe"]
     assert {g: set(shown[g]) for g in shown} == {
         f.name: {o.name for o in fields(getattr(Recipe(), f.name))} for f in fields(Recipe)
@@ -48,10 +69,8 @@ def test_every_experiment_passes_print_config(path, capsys):
     assert Recipe.from_dict(shown) == Recipe.from_dict(from_file)
     for group, values in from_file.items():
         assert {k: shown[group][k] for k in values} == values, group
-    assert (
-        printed["model"]["network"]["name"]
-        == yaml.safe_load(Path(path).read_text())["model"]["network"]["name"]
-    )
+    network, _ = _last_set(files, "network", "name", default=Network().name)
+    assert printed["model"]["network"]["name"] == network
 
 
 def test_configs_compose_left_to_right(capsys):
