@@ -223,7 +223,9 @@ class Report:
             "<!doctype html><html><head><meta charset='utf-8'><title>alternet-pl report</title>",
             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;"
-            "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+            "text-align:right}td:first-child,th:first-child{text-align:left}"
+            # figures at their own size (labels readable), wide ones in a scroll box
+            "figure a{display:block;overflow-x:auto}figure img{max-width:none}"
             "figure{margin:2em 0;border-top:1px solid #ddd}.missing li{color:#a00}</style></head><body>",
             "<h1>alternet-pl report</h1>",
             "<p>Runs: " + ", ".join(f"<code>{e(str(r.path))}</code>" for r in self.runs) + "</p>",

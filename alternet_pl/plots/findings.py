@@ -245,7 +245,8 @@ def findings_html(items: Sequence[Finding]) -> str:
 
     e = html.escape
     colour = {"reproduces": "#070", "does not reproduce": "#a00", "cannot tell": "#a60"}
-    parts = [
+    parts = ["<style>table.findings td{text-align:left;vertical-align:top}</style>"]
+    parts += [
         f"<p>{e(_RULE)}</p><table class='findings'><tr>"
         + "".join(f"<th>{e(c)}</th>" for c in _COLUMNS)
         + "</tr>"
