@@ -22,7 +22,7 @@ from alternet_pl.analysis.hessian.distributed import DistributedHessianOperator
 from alternet_pl.analysis.hessian.lanczos import top_eigenvalues
 from alternet_pl.analysis.hessian.operator import LinearOperatorLike
 from alternet_pl.analysis.hessian.options import HessianOptions
-from alternet_pl.analysis.hessian.spectrum import max_eigenvalue_spectrum
+from alternet_pl.analysis.hessian.spectrum import SpectrumResult, max_eigenvalue_spectrum
 from alternet_pl.analysis.hessian.trace import trace
 from alternet_pl.analysis.layers import model_layers
 from alternet_pl.analysis.records import HessianRecord
@@ -126,6 +126,24 @@ def blockwise(model: nn.Module, loss_fn: Callable, shard: list, options: Hessian
     return BlockEigenvalues(names, kinds, np.array(tops), np.array(lows))
 
 
+def _spectrum(
+    model: nn.Module, loss_fn: Callable, batches: list, options: HessianOptions, operator_args: dict[str, Any]
+) -> SpectrumResult:
+    """The per-mini-batch spectrum with `options.spectrum`'s own stopping rule."""
+    s = options.spectrum
+    return max_eigenvalue_spectrum(
+        model,
+        loss_fn,
+        batches,
+        s.k,
+        s.which,
+        tol=s.tol,
+        max_iter=s.max_iter,
+        seed=options.seed,
+        **operator_args,
+    )
+
+
 def run(model: nn.Module, loss_fn: Callable, batches: list, options: HessianOptions) -> HessianRecord:
     """The Hessian analysis of the mean of `loss_fn` (+ `options.weight_decay`) over `batches`.
 
@@ -153,22 +171,7 @@ def run(model: nn.Module, loss_fn: Callable, batches: list, options: HessianOpti
     )
     num_hvps, num_params = op.num_hvps, op.size
     op.clear_cache()
-    s = options.spectrum
-    spec = (
-        max_eigenvalue_spectrum(
-            model,
-            loss_fn,
-            batches,
-            s.k,
-            s.which,
-            tol=s.tol,
-            max_iter=s.max_iter,
-            seed=options.seed,
-            **operator_args,
-        )
-        if s.enabled
-        else None
-    )
+    spec = _spectrum(model, loss_fn, batches, options, operator_args) if options.spectrum.enabled else None
     blocks = blockwise(model, loss_fn, shard, options) if options.blockwise else None
     return HessianRecord(
         eigenvalues=found.top,
@@ -185,7 +188,7 @@ def run(model: nn.Module, loss_fn: Callable, batches: list, options: HessianOpti
         density_weights=None if dens is None else dens.weights.numpy(),
         spectrum=None if spec is None else spec.eigenvalues.numpy(),
         spectrum_residuals=None if spec is None else spec.residuals.numpy(),
-        spectrum_which=None if spec is None else s.which,
+        spectrum_which=None if spec is None else options.spectrum.which,
         spectrum_unconverged_batches=[] if spec is None else spec.unconverged_batches,
         block_names=[] if blocks is None else blocks.names,
         block_kinds=[] if blocks is None else blocks.kinds,
