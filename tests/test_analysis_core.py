@@ -34,7 +34,7 @@ def test_weight_penalty_forms_by_hand():
     (g,) = torch.autograd.grad(wrapped[0], [model[2].bias], allow_unused=True)
     assert torch.isfinite(g).all()  # the zero tensor adds no NaN derivative
     for bad in (lambda: weight_penalty(model, "l1"), lambda: WeightDecayLoss(cross_entropy_loss, -1.0)):
-        with pytest.raises(ValueError, match="l1|weight_decay=-1"):
+        with pytest.raises(ValueError, match="l1|coefficient=-1"):
             bad()
 
 

@@ -17,14 +17,21 @@ add the same constant to every cell. A tensor with ||theta_p|| = 0 adds 0 to the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 from torch import nn
 
 from alternet_pl.errors import InputError
 
-__all__ = ["WEIGHT_DECAY_FORMS", "WeightDecayForm", "WeightDecayLoss", "weight_penalty"]
+__all__ = [
+    "WEIGHT_DECAY_FORMS",
+    "PenalisedLoss",
+    "WeightDecayForm",
+    "WeightDecayLoss",
+    "split_penalty",
+    "weight_penalty",
+]
 
 WeightDecayForm = Literal["l2", "norm"]
 WEIGHT_DECAY_FORMS: tuple[str, ...] = get_args(WeightDecayForm)
@@ -46,7 +53,7 @@ def weight_penalty(model: nn.Module, form: WeightDecayForm = "norm") -> torch.Te
 
 
 class WeightDecayLoss:
-    """``loss_fn`` plus ``weight_decay * weight_penalty(model, form)``, as a loss function itself.
+    """``loss_fn`` plus ``coefficient * weight_penalty(model, form)``, as a loss function itself.
 
     Call it as any analysis loss: ``WeightDecayLoss(cross_entropy_loss, 0.05)(model, batch) ->
     (loss_mean + penalty, num_samples[, num_correct])``. Adding the penalty to every batch's mean
@@ -54,20 +61,24 @@ class WeightDecayLoss:
     `penalty(model)` stay reachable, so a landscape can record the data term and the penalty apart.
     """
 
-    def __init__(self, loss_fn: Callable, weight_decay: float, form: WeightDecayForm = "norm") -> None:
+    def __init__(self, loss_fn: Callable, coefficient: float, form: WeightDecayForm = "norm") -> None:
         if form not in WEIGHT_DECAY_FORMS:
             raise InputError(f"WeightDecayLoss: form={form!r}; choose one of {WEIGHT_DECAY_FORMS}")
-        if not weight_decay >= 0:
-            raise InputError(f"WeightDecayLoss: weight_decay={weight_decay}; use a coefficient >= 0")
-        self.loss_fn, self.weight_decay, self.form = loss_fn, float(weight_decay), form
+        if not coefficient >= 0:
+            raise InputError(f"WeightDecayLoss: coefficient={coefficient}; use a coefficient >= 0")
+        self.loss_fn, self.coefficient, self.form = loss_fn, float(coefficient), form
 
     def __repr__(self) -> str:
         name = getattr(self.loss_fn, "__name__", repr(self.loss_fn))
-        return f"WeightDecayLoss({name}, {self.weight_decay}, {self.form!r})"
+        return f"WeightDecayLoss({name}, {self.coefficient}, {self.form!r})"
+
+    def split(self) -> tuple[Callable, Callable[[nn.Module], torch.Tensor] | None]:
+        """(`loss_fn`, `penalty`; None instead of a zero penalty): see `PenalisedLoss`."""
+        return self.loss_fn, (self.penalty if self.coefficient else None)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        """``weight_decay * weight_penalty(model, form)`` (differentiable)."""
-        return self.weight_decay * weight_penalty(model, self.form)
+        """``coefficient * weight_penalty(model, form)`` (differentiable)."""
+        return self.coefficient * weight_penalty(model, self.form)
 
     def __call__(self, model: nn.Module, batch: Any) -> tuple:
         out = self.loss_fn(model, batch)
@@ -75,6 +86,21 @@ class WeightDecayLoss:
             raise TypeError(
                 f"loss_fn must return (loss_mean, num_samples[, num_correct]), got {type(out).__name__}"
             )
-        if not self.weight_decay:
+        if not self.coefficient:
             return tuple(out)
         return (out[0] + self.penalty(model), *out[1:])
+
+
+@runtime_checkable
+class PenalisedLoss(Protocol):
+    """A loss that is a data term plus a penalty of the weights (`WeightDecayLoss`, or a user's own):
+    a landscape then records the two apart."""
+
+    def split(self) -> tuple[Callable, Callable[[nn.Module], torch.Tensor] | None]:
+        """(the data term `loss_fn(model, batch)`, the penalty `penalty(model)` or None when it is 0)."""
+        ...
+
+
+def split_penalty(loss_fn: Callable) -> tuple[Callable, Callable[[nn.Module], torch.Tensor] | None]:
+    """(data term, penalty or None) of any loss: a `PenalisedLoss` splits itself, another is all data."""
+    return loss_fn.split() if isinstance(loss_fn, PenalisedLoss) else (loss_fn, None)

@@ -21,10 +21,10 @@ from alternet_pl.analysis.landscape.directions import Directions
 from alternet_pl.analysis.params import trainable_parameters
 from alternet_pl.analysis.progress import progress as progress_bar
 from alternet_pl.analysis.state import restore_state, to_device
-from alternet_pl.analysis.weight_decay import WeightDecayLoss
+from alternet_pl.analysis.weight_decay import split_penalty
 from alternet_pl.errors import InputError
 
-__all__ = ["LandscapeGrid", "evaluate_grid"]
+__all__ = ["CellSums", "LandscapeGrid", "evaluate_grid"]
 
 
 def _check_directions(dirs: Sequence[Directions], params: dict[str, nn.Parameter]) -> None:
@@ -149,79 +149,91 @@ def _stderr(total: float, squares: float, count: int) -> float:
     return math.sqrt(var / count)
 
 
-def evaluate_grid(
-    model: nn.Module,
-    loss_fn: Callable,
-    batches: Iterable,
-    dirs: Sequence[Directions],
-    coords: Sequence[Sequence[float]],
-    progress: bool = True,
-) -> LandscapeGrid:
-    """Mean loss and accuracy at theta + sum_k coords[k][i_k] * dirs[k], for every grid cell.
+@dataclass(frozen=True)
+class CellSums:
+    """One cell's additive statistics (what ranks exchange): the sum of batch-mean losses weighted by
+    batch size, the sample count, correct predictions, the sum of squared per-sample losses (NaN when
+    loss_fn returns none) and the penalty (NaN without one)."""
 
-    With ``loss_fn = WeightDecayLoss(inner, wd, form)`` the data term (`inner`, averaged over the
-    batches) and the penalty (once per cell) are also recorded apart. Cells are set from the saved
-    weights (no drift), the model runs in eval mode (BN statistics untouched), and everything is
-    restored bit-identically afterwards. Under torch.distributed the cells are split round-robin over
-    ranks and gathered: every rank returns the same arrays; every rank must pass the SAME full list
-    of batches (not a per-rank shard from a DistributedSampler): the work is split by cells.
-    Returns a `LandscapeGrid`; NaN/inf cells are recorded and warned about. Raises TypeError /
-    ValueError for directions or coordinates that do not fit the model, or an empty batch list.
-    """
-    params = trainable_parameters(model)
-    _check_directions(dirs, params)
-    axes = _check_coords(coords, len(dirs))
-    device = next(iter(params.values())).device
-    batches = [to_device(b, device) for b in batches]
-    if not batches:
-        raise InputError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
-    decay = loss_fn if isinstance(loss_fn, WeightDecayLoss) and loss_fn.weight_decay else None
-    data_loss = decay.loss_fn if decay is not None else loss_fn
+    index: int
+    total: float
+    count: int
+    correct: float
+    squares: float
+    penalty: float
+
+
+class _CellMover:
+    """Sets the moved tensors to theta + sum_k a_k d_k for each cell, from the saved weights (no drift):
+    the base of a grid row (all axes but the last) is built once per row."""
+
+    def __init__(
+        self, params: dict[str, nn.Parameter], dirs: Sequence[Directions], axes: list[np.ndarray]
+    ) -> None:
+        active = [n for n in params if any(bool(d[n].any()) for d in dirs)]  # the rest stay at theta
+        self.targets = [params[n] for n in active]
+        self.origin = [params[n].detach().clone() for n in active]
+        self.steps = [[d[n].to(device=params[n].device, dtype=params[n].dtype) for n in active] for d in dirs]
+        self.axes, self.row, self.base = axes, None, self.origin
+
+    def move_to(self, cell: tuple[int, ...]) -> None:
+        if not self.targets:
+            return
+        if cell[:-1] != self.row:  # a new row: rebuild its base once, from the saved weights
+            self.row, self.base = cell[:-1], self.origin
+            for k, i in enumerate(self.row):
+                if self.axes[k][i] != 0.0:
+                    self.base = torch._foreach_add(self.base, self.steps[k], alpha=float(self.axes[k][i]))
+        torch._foreach_copy_(self.targets, self.base)  # each cell = row base + b * d_last
+        last = float(self.axes[-1][cell[-1]])
+        if last != 0.0:
+            torch._foreach_add_(self.targets, self.steps[-1], alpha=last)
+
+
+def _my_cells(
+    model: nn.Module,
+    data_loss: Callable,
+    penalty_of: Callable | None,
+    batches: list,
+    mover: _CellMover,
+    cells: list[int],
+    shape: tuple[int, ...],
+    progress: bool,
+) -> list[CellSums]:
+    """`CellSums` of this rank's cells (one host transfer at the end, so GPU work queues back to back)."""
+    device = next(model.parameters()).device
+    rows, counts = [], []
+    for idx in progress_bar(cells, desc="landscape", enabled=progress):
+        mover.move_to(np.unravel_index(idx, shape))
+        sums, count = _eval_cell(model, data_loss, batches, device)  # [total, correct, squares]
+        if penalty_of is not None:
+            penalty = penalty_of(model).detach().to(device=device, dtype=torch.float64).reshape(1)
+        else:
+            penalty = torch.full((1,), math.nan, dtype=torch.float64, device=device)
+        rows.append(torch.cat([sums, penalty]))
+        counts.append(count)
+    if not rows:
+        return []
+    table = torch.stack(rows).cpu().numpy()
+    return [
+        CellSums(index=idx, total=row[0], count=n, correct=row[1], squares=row[2], penalty=row[3])
+        for idx, row, n in zip(cells, table, counts)
+    ]
+
+
+def _grid_from_cells(
+    cells: list[CellSums], axes: list[np.ndarray], has_penalty: bool, rank: int
+) -> LandscapeGrid:
+    """The `LandscapeGrid` of every rank's `CellSums`, with notes on missing accuracies and bad cells."""
     shape = tuple(len(a) for a in axes)
-    rank, world = rank_and_world()
-    check_same_batches(batches, "evaluate_grid")
-    mine = list(range(int(np.prod(shape))))[rank::world]
-    results = []
-    with restore_state(model, rng=True), torch.no_grad():
-        model.eval()
-        # Only tensors some direction moves are touched per cell; the rest stay at theta.
-        active = [n for n in params if any(bool(d[n].any()) for d in dirs)]
-        targets = [params[n] for n in active]
-        origin = [params[n].detach().clone() for n in active]
-        steps = [[d[n].to(device=params[n].device, dtype=params[n].dtype) for n in active] for d in dirs]
-        sums, counts = [], []
-        base_key, base = None, origin  # theta + the moves along all but the last axis, per grid row
-        for idx in progress_bar(mine, desc="landscape", enabled=progress):
-            cell = np.unravel_index(idx, shape)
-            if targets:
-                if cell[:-1] != base_key:  # a new row: rebuild its base once, from the saved weights
-                    base_key, base = cell[:-1], origin
-                    for k, i in enumerate(base_key):
-                        if axes[k][i] != 0.0:
-                            base = torch._foreach_add(base, steps[k], alpha=float(axes[k][i]))
-                torch._foreach_copy_(targets, base)  # each cell = row base + b * d_last: no drift
-                last = float(axes[-1][cell[-1]])
-                if last != 0.0:
-                    torch._foreach_add_(targets, steps[-1], alpha=last)
-            cell_sums, count = _eval_cell(model, data_loss, batches, device)
-            if decay is not None:
-                penalty = decay.penalty(model).detach().to(device=device, dtype=torch.float64).reshape(1)
-            else:
-                penalty = torch.full((1,), math.nan, dtype=torch.float64, device=device)
-            sums.append(torch.cat([cell_sums, penalty]))
-            counts.append(count)
-        if sums:  # one host transfer for all of this rank's cells
-            table = torch.stack(sums).cpu().numpy()
-            results = [(idx, row[0], n, row[1], row[3], row[2]) for idx, row, n in zip(mine, table, counts)]
-    gathered = [r for part in all_gather_objects(results) for r in part]
     nll, acc, penalty, stderr = (np.full(shape, np.nan) for _ in range(4))
-    for idx, total, count, correct, pen, squares in gathered:
-        cell = np.unravel_index(idx, shape)
-        nll[cell] = total / count if count else math.nan
-        acc[cell] = correct / count if count else math.nan
-        penalty[cell] = pen
-        stderr[cell] = _stderr(total, squares, count)
-    loss = nll + penalty if decay is not None else nll.copy()
+    for c in cells:
+        cell = np.unravel_index(c.index, shape)
+        nll[cell] = c.total / c.count if c.count else math.nan
+        acc[cell] = c.correct / c.count if c.count else math.nan
+        penalty[cell] = c.penalty
+        stderr[cell] = _stderr(c.total, c.squares, c.count)
+    loss = nll + penalty if has_penalty else nll.copy()
     notes = []
     if np.isnan(acc).all():
         notes.append(
@@ -237,13 +249,53 @@ def evaluate_grid(
         )
         notes.append(msg)
         if rank == 0:  # every rank holds the same note; one warning is enough
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
     return LandscapeGrid(
         loss=loss,
         nll=nll,
         acc=acc,
-        penalty=penalty if decay is not None else None,
+        penalty=penalty if has_penalty else None,
         loss_stderr=None if np.isnan(stderr).all() else stderr,
         nonfinite_cells=nonfinite,
         notes=notes,
     )
+
+
+def evaluate_grid(
+    model: nn.Module,
+    loss_fn: Callable,
+    batches: Iterable,
+    dirs: Sequence[Directions],
+    coords: Sequence[Sequence[float]],
+    progress: bool = True,
+) -> LandscapeGrid:
+    """Mean loss and accuracy at theta + sum_k coords[k][i_k] * dirs[k], for every grid cell.
+
+    With a loss that splits into a data term and a penalty (`PenalisedLoss`, e.g. ``WeightDecayLoss(inner,
+    coefficient, form)``) the data term (averaged over the batches) and the penalty (once per cell) are
+    also recorded apart. Cells are set from the saved
+    weights (no drift), the model runs in eval mode (BN statistics untouched), and everything is
+    restored bit-identically afterwards. Under torch.distributed the cells are split round-robin over
+    ranks and gathered: every rank returns the same arrays; every rank must pass the SAME full list
+    of batches (not a per-rank shard from a DistributedSampler): the work is split by cells.
+    Returns a `LandscapeGrid`; NaN/inf cells are recorded and warned about. Raises TypeError /
+    ValueError for directions or coordinates that do not fit the model, or an empty batch list.
+    """
+    params = trainable_parameters(model)
+    _check_directions(dirs, params)
+    axes = _check_coords(coords, len(dirs))
+    device = next(iter(params.values())).device
+    batches = [to_device(b, device) for b in batches]
+    if not batches:
+        raise InputError("evaluate_grid: batches is empty; pass at least one (images, labels) batch")
+    data_loss, penalty_of = split_penalty(loss_fn)
+    shape = tuple(len(a) for a in axes)
+    rank, world = rank_and_world()
+    check_same_batches(batches, "evaluate_grid")
+    mine = list(range(int(np.prod(shape))))[rank::world]
+    with restore_state(model, rng=True), torch.no_grad():
+        model.eval()
+        mover = _CellMover(params, dirs, axes)
+        local = _my_cells(model, data_loss, penalty_of, batches, mover, mine, shape, progress)
+    gathered = [c for part in all_gather_objects(local) for c in part]
+    return _grid_from_cells(gathered, axes, penalty_of is not None, rank)
