@@ -314,7 +314,7 @@ def test_paper_fragment_shows_the_papers_choices(capsys):
     hessian, landscape = analyses["HessianCallback"], analyses["LandscapeCallback"]
     for options in (hessian, landscape):
         assert options["data"]["split"] == "train" and options["data"]["augment"] is True
-        assert options["weight_decay"] == {"coefficient": 0.05, "form": "norm"}
+        assert options["weight_decay"] == {"coefficient": "train", "form": "norm"}  # the run's own
     assert hessian["spectrum"] == {"enabled": True, "k": 5, "which": "LM", "tol": 1e-4, "max_iter": 200}
     assert hessian["eigen"]["tol"] == 1e-4 and hessian["eigen"]["max_iter"] == 200
     assert landscape["norm"] == "official"
