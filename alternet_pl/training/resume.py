@@ -312,26 +312,31 @@ class LoaderPosition(pl.Callback):
     On resume it tells the data module (`resume_at(epoch, batches)`, see
     `alternet_pl.data.resumable`), which starts its next training loader there: a run resumed from a
     mid-epoch checkpoint (`--checkpoint_every_n_steps`, SLURM's `hpc_ckpt_N.ckpt`) reads the rest of
-    that epoch, no batch twice and none skipped. An end-of-epoch checkpoint holds the next epoch at 0.
+    that epoch, no batch twice and none skipped. The batches read are the ones Lightning's loop counts
+    as processed (a checkpoint written in the middle of a batch's hooks, as SLURM's signal handler
+    does, included); an end-of-epoch checkpoint holds the next epoch at 0.
     """
 
     def __init__(self) -> None:
         self.epoch, self.batches = 0, 0
+        self._ended = False
         self._trainer: pl.Trainer | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.epoch, self.batches = trainer.current_epoch, 0
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        self.batches += 1  # before the step's checkpoint: Lightning runs checkpoint callbacks last
+        self._ended = False
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.epoch, self.batches = trainer.current_epoch + 1, 0
+        self._ended = True  # before the epoch-end checkpoint: Lightning runs checkpoint callbacks last
 
     def state_dict(self) -> dict[str, Any]:
+        trainer = self._trainer
+        if getattr(getattr(trainer, "state", None), "fn", None) == "fit":
+            epoch = trainer.current_epoch
+            processed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            self.epoch, self.batches = (epoch + 1, 0) if self._ended else (epoch, int(processed))
         return {"epoch": self.epoch, "batches": self.batches}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
