@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -40,6 +41,8 @@ from alternet_pl.runs import (
     run_dir_of_checkpoint,
     write_config,
 )
+from alternet_pl.scaling import ScaleReport, Scaling, config_world_size, device_batch_size
+from alternet_pl.sync_batchnorm import GlobalBatchNormSync
 from alternet_pl.training import resume
 from alternet_pl.training.checkpoints import LastCheckpoint, SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
@@ -87,6 +90,11 @@ def _wants_gpu(trainer_config: dict[str, Any]) -> bool:
     return accelerator in ("gpu", "cuda")
 
 
+def _on_cpu(trainer_config: dict[str, Any]) -> bool:
+    accelerator = str(trainer_config.get("accelerator") or "auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 class AlternetCLI(LightningCLI):
     """LightningCLI with run directories, always-on CSV logging, checkpoints and analysis callbacks.
 
@@ -127,6 +135,14 @@ class AlternetCLI(LightningCLI):
             help="also rewrite checkpoints/last.ckpt every N training steps (less work lost on a crash)",
         )
         parser.add_argument(
+            "--scaling",
+            type=Scaling,
+            default="faithful",
+            help="faithful: data.batch_size is the global batch, split over the devices (the experiment's "
+            "recipe on any number of devices); fast: every device loads data.batch_size, so the global "
+            "batch and (with lr_reference_batch) the lr grow with the devices (configs/trainer/fast.yaml)",
+        )
+        parser.add_argument(
             "--analyses",
             type=AnalysisList,
             default=None,
@@ -150,6 +166,7 @@ class AlternetCLI(LightningCLI):
         config = self.config
         self.experiment = self.experiment_name()
         check_devices(config.get("trainer") or {})
+        check_batch_split(config)
         self.resume_from: Path | None = None
         self.keep_rows: list[dict[str, str]] = []
         ckpt_path = config.get("ckpt_path")
@@ -208,10 +225,17 @@ class AlternetCLI(LightningCLI):
         if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             every = self.config_init.get("checkpoint_every_n_steps")
             callbacks += [default_checkpoint(self.run_dir), last_checkpoint(self.run_dir, every)]
-        callbacks += [NonFiniteLossGuard(), resume.RNGStates(), resume.MetricsRowCount()]
+        scaling = self.config_init.get("scaling") or "faithful"
+        if self.datamodule is not None and hasattr(self.datamodule, "scaling"):
+            self.datamodule.scaling = scaling
+        callbacks += [ScaleReport(scaling), NonFiniteLossGuard(), resume.RNGStates()]
+        callbacks += [resume.MetricsRowCount()]
         callbacks += [resume.LoaderPosition(), resume.MetricStates()]
         callbacks += list(self.config_init.get("analyses") or [])
         plugins = _as_list(trainer_config.get("plugins"))
+        if trainer_config.get("sync_batchnorm") and _on_cpu(trainer_config):
+            kwargs["sync_batchnorm"] = False  # torch's SyncBatchNorm is GPU-only: the same statistics on CPUs
+            plugins.append(GlobalBatchNormSync())
         if not any(isinstance(p, SafeCheckpointIO) for p in plugins):
             plugins.append(SafeCheckpointIO())
         kwargs = {
@@ -221,7 +245,12 @@ class AlternetCLI(LightningCLI):
             "plugins": plugins,
             **kwargs,
         }
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        run_config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
+        for logger in trainer.loggers:  # W&B: the whole merged config, not only the model's arguments
+            if hasattr(logger, "set_run_config"):
+                logger.set_run_config(run_config)
+        return trainer
 
 
 def check_devices(trainer_config: dict[str, Any]) -> None:
@@ -235,6 +264,20 @@ def check_devices(trainer_config: dict[str, Any]) -> None:
             "machine has none; run it on CPUs with --trainer.accelerator=cpu --trainer.precision=32-true "
             "--trainer.devices=1 (or --trainer.devices=N --trainer.strategy=ddp for N CPU processes)"
         )
+
+
+def check_batch_split(config: Any) -> None:
+    """A faithful split of the global batch that does not divide over the devices: one line, before any
+    work (the Trainer, the run directory and the processes are not made yet).
+
+    Raises `InputError`.
+    """
+    trainer_config = config.get("trainer") or {}
+    batch_size = (config.get("data") or {}).get("init_args", {}).get("batch_size")
+    if isinstance(batch_size, int):
+        accumulation = trainer_config.get("accumulate_grad_batches") or 1
+        scaling = config.get("scaling") or "faithful"
+        device_batch_size(batch_size, config_world_size(trainer_config), int(accumulation), scaling)
 
 
 def summarize(run_dir: Path, trainer: Trainer) -> str:
@@ -329,7 +372,7 @@ def _failed_start(err: BaseException, cli: AlternetCLI | None, new_runs: list[Pa
     return err
 
 
-__all__ = ["AlternetCLI", "default_checkpoint", "main", "summarize"]
+__all__ = ["AlternetCLI", "check_batch_split", "default_checkpoint", "main", "summarize"]
 
 if __name__ == "__main__":
     run_command(main, sys.argv[1:])

@@ -86,7 +86,8 @@ def test_configs_compose_left_to_right(capsys):
             ]
         )
     out = capsys.readouterr().out
-    assert "strategy: ddp" in out and "precision: bf16-mixed" in out and "max_epochs: 7" in out
+    assert "strategy: ddp" in out and "precision: 32-true" in out and "max_epochs: 7" in out
+    assert "sync_batchnorm: true" in out and "scaling: faithful" in out  # the authors' recipe on any N
     assert "alternet_cifar_50" in out
 
 

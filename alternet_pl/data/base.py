@@ -15,6 +15,7 @@ from alternet_pl.analysis.state import seeded
 from alternet_pl.data.resumable import EpochSeededDataset, ResumableSampler
 from alternet_pl.data.transforms import build_transform
 from alternet_pl.errors import InputError
+from alternet_pl.scaling import Scaling, device_batch_size
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -29,6 +30,9 @@ class ImageDataModule(pl.LightningDataModule):
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     transform_style: str = "cifar"
+    #: "faithful": `batch_size` is the global batch, split over the devices; "fast": every device loads
+    #: `batch_size` (`fit --scaling` sets it)
+    scaling: Scaling = "faithful"
 
     def __init__(
         self,
@@ -97,12 +101,23 @@ class ImageDataModule(pl.LightningDataModule):
                 f"set --data.init_args.batch_size<={len(train_set)} or --data.init_args.drop_last=false"
             )
 
+    def device_batch_size(self) -> int:
+        """Images per device and step: `batch_size` split over the Trainer's devices and gradient
+        accumulation ("faithful"), or `batch_size` itself ("fast").
+
+        Raises `InputError` when a faithful split does not divide.
+        """
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        accumulation = trainer.accumulate_grad_batches if trainer is not None else 1
+        return device_batch_size(self.batch_size, world, accumulation, self.scaling)
+
     def _loader(
         self, dataset: Dataset, shuffle: bool, drop_last: bool, sampler: Sampler | None = None
     ) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.device_batch_size(),
             shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             # loaders draw their worker seeds from their own generator, not the global one: a resumed

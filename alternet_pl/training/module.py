@@ -241,9 +241,12 @@ class ImageClassifier(pl.LightningModule):
 
     def global_batch_size(self) -> int | None:
         """Images per optimizer step: per-device batch x devices x gradient accumulation (None: unknown)."""
-        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        per_device = getattr(datamodule, "batch_size", None)
         if per_device is None:
             return None
+        if hasattr(datamodule, "device_batch_size"):  # a faithful split of the global batch over the devices
+            per_device = datamodule.device_batch_size()
         return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def effective_lr(self) -> float:
@@ -253,7 +256,12 @@ class ImageClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         """Print the effective global batch size and peak learning rate (what a recipe must match)."""
         batch = self.global_batch_size()
-        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", "?")
+        datamodule = getattr(self.trainer, "datamodule", None)
+        per_device = (
+            datamodule.device_batch_size()
+            if hasattr(datamodule, "device_batch_size")
+            else getattr(datamodule, "batch_size", "?")
+        )
         optimizer, schedule = self.recipe.optimizer, self.recipe.schedule
         ref = optimizer.lr_reference_batch
         scaled = f" (lr {optimizer.lr:g} x {batch}/{ref})" if ref else ""
