@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alternet_pl import fit
-from alternet_pl.callbacks import ANALYSES
+from alternet_pl import fit, registry
 from alternet_pl.errors import InputError
 from alternet_pl.scaling import ScaleSummary, config_world_size, device_batch_size, startup_line
 from alternet_pl.training.checkpoints import load_checkpoint
@@ -101,10 +100,9 @@ def test_a_global_batch_that_does_not_divide_is_refused_before_any_work(tmp_path
 def _record_precision(seen):
     """Wrap every analysis's compute: note the autocast state and the dtype of the model's output."""
     originals = {}
-    for name, cls in ANALYSES.items():
-        original = cls.__dict__.get("compute")
-        if original is None:
-            continue
+    for name, entry in registry.ANALYSES.items():
+        cls = registry.import_object(entry.callback)
+        original = cls.compute
 
         def compute(self, model, loss_fn, batches, context, _original=original, _name=name):
             with torch.no_grad():
@@ -112,7 +110,7 @@ def _record_precision(seen):
             seen[_name] = (torch.is_autocast_enabled("cpu"), out.dtype)
             return _original(self, model, loss_fn, batches, context)
 
-        originals[cls] = original
+        originals[cls] = cls.__dict__.get("compute")
         cls.compute = compute
     return originals
 
@@ -139,7 +137,10 @@ def test_every_analysis_runs_in_fp32_under_bf16_training(tmp_path):
         assert seen == {"hessian": (False, torch.float32)}
     finally:
         for cls, original in originals.items():
-            cls.compute = original
+            if original is None:
+                del cls.compute  # inherited again
+            else:
+                cls.compute = original
 
 
 def _fit_weights(tmp_path, name, *flags):
@@ -150,7 +151,8 @@ def _fit_weights(tmp_path, name, *flags):
         "--data.class_path=tests.ordered_data.SameOrderSyntheticData",
         "--data.init_args.num_train=128", "--data.init_args.num_val=32", "--data.init_args.batch_size=32",
         "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
-        "--model.optimizer=sgd", "--model.momentum=0.9", "--model.lr=0.05", "--model.warmup_epochs=0", *flags,
+        "--model.recipe.optimizer.name=sgd", "--model.recipe.optimizer.momentum=0.9",
+        "--model.recipe.optimizer.lr=0.05", "--model.recipe.schedule.warmup_epochs=0", *flags,
     ]  # fmt: skip
     env = launcher_free_env(PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from lightning.pytorch.loggers import WandbLogger
 
-from alternet_pl.analysis.results import write_text
+from alternet_pl.analysis.files import write_text
 from alternet_pl.errors import InputError
 from alternet_pl.loggers.offline import default_wandb_offline
 from alternet_pl.loggers.tables import tag_architecture
