@@ -7,6 +7,12 @@ STAMP := $(VENV)/.installed
 SCALE ?= smoke
 # reproduce-figures: SCALE (a configs/scales/<SCALE>.yaml) trains then draws; RUNS="runs/a runs/b" redraws from existing runs only; OUT is where the report goes;
 # DATA_DIR holds cifar-100-python/ (and CIFAR-100-C/) for SCALE=paper
+# CLUSTER=slurm submits the runs as a SLURM job array (NODES x GPUS_PER_NODE each, TIME_HOURS limit) and the
+# report as a job that waits for it; DRY_RUN=1 prints the sbatch lines instead
+CLUSTER ?= local
+NODES ?= 1
+GPUS_PER_NODE ?= 8
+TIME_HOURS ?= 48
 RUNS ?=
 OUT ?= figures
 DATA_DIR ?= data
@@ -52,7 +58,8 @@ reproduce-figures: install
 ifneq ($(strip $(RUNS)),)
 	$(PY) -m alternet_pl.report $(RUNS) --out $(OUT)
 else
-	DATA_DIR=$(DATA_DIR) $(PY) -m alternet_pl.reproduce --scale $(SCALE) --out $(OUT)
+	DATA_DIR=$(DATA_DIR) $(PY) -m alternet_pl.reproduce --scale $(SCALE) --out $(OUT) --cluster $(CLUSTER) \
+		--nodes $(NODES) --gpus-per-node $(GPUS_PER_NODE) --time-hours $(TIME_HOURS) $(if $(DRY_RUN),--dry-run)
 endif
 
 clean-runs:

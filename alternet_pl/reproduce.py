@@ -188,6 +188,14 @@ def main(argv: Sequence[str] | None = None):
     parser.add_argument(
         "--print-commands", action="store_true", help="print the fit commands of the scale and stop"
     )
+    parser.add_argument(
+        "--cluster", choices=("local", "slurm"), default="local",
+        help="local: train here, one run after another; slurm: submit a job array and a report job",
+    )  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true", help="with --cluster slurm: print the sbatch lines")
+    parser.add_argument("--nodes", type=int, default=1, help="with --cluster slurm: nodes per run")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="with --cluster slurm: GPUs per node")
+    parser.add_argument("--time-hours", type=float, default=48.0, help="with --cluster slurm: limit per run")
     report.add_render_arguments(parser)
     args = parser.parse_args(argv)
     scale = load_scale(args.scale)
@@ -195,6 +203,13 @@ def main(argv: Sequence[str] | None = None):
     if args.print_commands:
         for fit_args in scale.fit_arguments(args.data_dir):
             print(shlex.join(["python", "-m", "alternet_pl.fit", *fit_args]))
+        return None
+    if args.cluster == "slurm":
+        from alternet_pl import slurm
+
+        allocation = slurm.Allocation(args.nodes, args.gpus_per_node, args.time_hours)
+        fit_arguments = scale.fit_arguments(args.data_dir, slurm=True)
+        slurm.submit_runs(fit_arguments, str(args.out), allocation, dry_run=args.dry_run)
         return None
     runs = train_scale(scale, args.data_dir)
     if global_rank_from_env() != 0:  # under SLURM every task trained; rank 0 draws
