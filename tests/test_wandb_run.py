@@ -28,9 +28,7 @@ def test_the_run_id_is_kept_in_the_run_directory(monkeypatch, tmp_path):
 
 def test_log_model_choices(monkeypatch, tmp_path):
     monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path))
-    chosen = {
-        c: SafeWandbLogger(project="t", log_model=c)._log_model for c in ("off", "last", "all")
-    }
+    chosen = {c: SafeWandbLogger(project="t", log_model=c)._log_model for c in ("off", "last", "all")}
     assert chosen == {"off": False, "last": True, "all": "all"}  # Lightning's: none, at the end, each save
     assert SafeWandbLogger(project="t", log_model=False)._log_model is False
     with pytest.raises(InputError, match="log_model='best'"):
@@ -44,7 +42,7 @@ def _fit(tmp_path, *flags, expect=0):
         "--config", str(ROOT / "configs/logger/wandb.yaml"),
         f"--runs_dir={tmp_path}", "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1",
         "--trainer.enable_progress_bar=false", "--data.init_args.num_train=64",
-        "--data.init_args.num_val=32", "--data.init_args.batch_size=16", "--checkpoint_every_n_steps=2",
+        "--data.init_args.num_val=32", "--data.init_args.batch_size=16",
         "--trainer.logger.init_args.log_model=last", *flags,
     ]  # fmt: skip
     env = launcher_free_env(PYTHONPATH=str(ROOT), WANDB_MODE="offline", WANDB_SILENT="true")
