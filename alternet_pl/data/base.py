@@ -142,7 +142,7 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = ResumableSampler(self.train_set, seed=seed)
         if self._start is not None:
             epoch, batches = self._start
-            sampler.start_at(epoch, batches * self.batch_size)
+            sampler.start_at(epoch, batches * self.device_batch_size())  # this rank's samples
             self._start = None
         dataset = EpochSeededDataset(self.train_set, seed=seed)
         return self._loader(dataset, shuffle=True, drop_last=self.drop_last, sampler=sampler)
