@@ -82,12 +82,12 @@ def _tiny_fit(root: Path, workers: int = 0, ckpt_path: str | None = None, every_
 
 
 def test_resume_from_a_mid_epoch_checkpoint_in_process_is_exact(tmp_path):
-    """Fast: resuming from the step-4 checkpoint (one batch into epoch 2) ends with the weights of the
+    """Fast: resuming from the step-7 checkpoint (one batch into epoch 3) ends with the weights of the
     uninterrupted run: the loader starts at the right batch (LoaderPosition), with the same
     augmentations (per-image seeds), and Mixup draws the same (RNGStates)."""
     whole, _ = _tiny_fit(tmp_path / "whole", every_step=True)
-    mid = tmp_path / "whole" / "ckpts" / "step=4.ckpt"
-    assert load_checkpoint(mid)["callbacks"]["LoaderPosition"] == {"epoch": 1, "batches": 1}
+    mid = tmp_path / "whole" / "ckpts" / "step=7.ckpt"  # in the last epoch: its averages span the restart
+    assert load_checkpoint(mid)["callbacks"]["LoaderPosition"] == {"epoch": 2, "batches": 1}
     resumed, trainer = _tiny_fit(tmp_path / "resumed", ckpt_path=str(mid))
     assert trainer.global_step == 9
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
