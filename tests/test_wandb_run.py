@@ -65,12 +65,13 @@ def test_a_killed_and_resumed_fit_is_one_wandb_run_with_both_halves_and_the_whol
         sorted({row["trainer/global_step"] for row in h["history"] if "train/loss_step" in row})
         for h in halves
     ]
-    # the second half goes on from the end-of-epoch checkpoint (step 4): together every step 0..7 of the run
-    assert steps[0][0] == 0 and min(steps[1]) == 4 and set(steps[0]) | set(steps[1]) == set(range(8)), steps
+    # the second half goes on from the end-of-epoch checkpoint (step 4) to the end; the first half's rows
+    # start at 0 (the last ones before a SIGKILL may not have reached the file: W&B writes asynchronously)
+    assert steps[0][0] == 0 and max(steps[0]) < 7 and steps[1] == [4, 5, 6, 7], steps
     config = halves[1]["config"]
     assert {"model", "data", "trainer", "analyses", "seed_everything"} <= config.keys(), config.keys()
     assert config["data"]["init_args"]["num_train"] == 64 and config["trainer"]["max_epochs"] == 2
-    assert config["model"]["model"] == "alternet_cifar_micro"
+    assert config["model"]["network"]["name"] == "alternet_cifar_micro"
     artifacts = list(run_dir.glob("wandb/offline-run-*/files/**/*.ckpt")) + list(
         run_dir.glob("wandb/offline-run-*/artifacts/**/*")
     )
