@@ -17,7 +17,6 @@ def test_the_analyses_notebook_runs_and_draws_its_figures(tmp_path, monkeypatch)
 
     root = str(NOTEBOOK.parents[1])  # the kernel imports this checkout's alternet_pl
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-    monkeypatch.setenv("MPLBACKEND", "agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(
         nb,
@@ -31,6 +30,7 @@ def test_the_analyses_notebook_runs_and_draws_its_figures(tmp_path, monkeypatch)
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     for name in ("fourier", "variance", "hessian", "landscape", "top Hessian eigenvalue"):
         assert name in text
-    assert "('stem', 'stem'), ('layer1.0', 'conv')" in text
+    points = "[('stem', 'stem'), " + ", ".join(f"('layer{i}.0', 'conv')" for i in range(1, 5)) + "]"
+    assert points in text  # one point per block, each with its kind
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # Fourier, variance, landscape
