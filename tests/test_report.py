@@ -227,9 +227,14 @@ def test_report_files_open_from_disk(runs, tmp_path):
 
 
 def test_not_a_run_directory_is_one_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        report.main([str(tmp_path), "--out", str(tmp_path / "o")])
-    assert "is not a run directory" in capsys.readouterr().err
+    from alternet_pl.errors import run_command
+
+    with pytest.raises(SystemExit) as stopped:
+        run_command(report.main, [str(tmp_path), "--out", str(tmp_path / "o")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a run directory" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing written
 
 
 def test_smoke_suite_config_builds_every_analysis():
