@@ -41,12 +41,12 @@ from alternet_pl.runs import (
     run_dir_of_checkpoint,
     write_config,
 )
-from alternet_pl.scaling import ScaleReport, Scaling, config_world_size, device_batch_size
-from alternet_pl.sync_batchnorm import GlobalBatchNormSync
 from alternet_pl.training import resume
 from alternet_pl.training.checkpoints import LastCheckpoint, SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
 from alternet_pl.training.module import configured_classifier
+from alternet_pl.training.scaling import ScaleReport, Scaling, config_world_size, device_batch_size
+from alternet_pl.training.sync_batchnorm import GlobalBatchNormSync
 
 
 def _as_list(value: Any) -> list:

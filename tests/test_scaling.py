@@ -10,8 +10,8 @@ import torch
 
 from alternet_pl import fit, registry
 from alternet_pl.errors import InputError
-from alternet_pl.scaling import ScaleSummary, config_world_size, device_batch_size, startup_line
 from alternet_pl.training.checkpoints import load_checkpoint
+from alternet_pl.training.scaling import ScaleSummary, config_world_size, device_batch_size, startup_line
 from tests.conftest import launcher_free_env
 
 ROOT = Path(__file__).resolve().parents[1]

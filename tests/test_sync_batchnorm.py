@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from alternet_pl.sync_batchnorm import GlobalBatchNorm, GlobalBatchNormSync
+from alternet_pl.training.sync_batchnorm import GlobalBatchNorm, GlobalBatchNormSync
 from tests.distributed import run_distributed
 
 

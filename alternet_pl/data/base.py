@@ -15,7 +15,7 @@ from alternet_pl.analysis.state import seeded
 from alternet_pl.data.resumable import EpochSeededDataset, ResumableSampler
 from alternet_pl.data.transforms import build_transform
 from alternet_pl.errors import InputError
-from alternet_pl.scaling import Scaling, device_batch_size
+from alternet_pl.training.scaling import Scaling, device_batch_size
 
 
 class ImageDataModule(pl.LightningDataModule):

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from alternet_pl.errors import InputError
-from alternet_pl.sync_batchnorm import GlobalBatchNorm
+from alternet_pl.training.sync_batchnorm import GlobalBatchNorm
 
 __all__ = [
     "PAPER_PRECISION",
