@@ -356,9 +356,16 @@ class MetricStates(pl.Callback):
 
     def __init__(self) -> None:
         self._trainer: pl.Trainer | None = None
+        self._ended = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ended = False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ended = True  # an epoch-end checkpoint starts the next epoch's sums from zero
 
     def _metrics(self) -> dict[str, Metric]:
         module = getattr(self._trainer, "lightning_module", None)
@@ -367,7 +374,9 @@ class MetricStates(pl.Callback):
         return {name: m for name, m in module.named_modules() if isinstance(m, Metric)}
 
     def state_dict(self) -> dict[str, Any]:
-        saved = {}
+        saved: dict[str, Any] = {}
+        if self._ended:  # the finished epoch's sums were logged; the next epoch starts from zero
+            return saved
         for name, metric in self._metrics().items():
             states = {k: getattr(metric, k) for k in metric._defaults}
             if all(isinstance(v, torch.Tensor) for v in states.values()):
