@@ -73,6 +73,47 @@ def _texture_params(num_textures: int, size: int) -> tuple[np.ndarray, np.ndarra
     return angles, cycles
 
 
+def _shapes(
+    shape_idx: np.ndarray, num_shapes: int, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """(N, 3, size, size): each image's shape, soft-edged (low frequencies), in a random colour."""
+    num_samples, size = len(shape_idx), xx.shape[0]
+    centre = size / 2 + rng.uniform(-size / 8, size / 8, (num_samples, 2))
+    radius = size * rng.uniform(0.25, 0.34, num_samples)
+    mask = np.empty((num_samples, size, size), np.float32)
+    for k, name in enumerate(SHAPES[:num_shapes]):
+        sel = shape_idx == k
+        dx = xx[None] - centre[sel, 1, None, None].astype(np.float32)
+        dy = yy[None] - centre[sel, 0, None, None].astype(np.float32)
+        dist = _signed_distance(name, dx, dy, radius[sel, None, None].astype(np.float32))
+        mask[sel] = 1.0 / (1.0 + np.exp(np.clip(dist / 1.2, -40, 40)))  # soft edge: low frequencies
+    colour = rng.uniform(-1, 1, (num_samples, 3))
+    colour /= np.abs(colour).max(axis=1, keepdims=True)
+    strength = (0.28 * rng.uniform(0.7, 1.0, (num_samples, 1)) * colour).astype(np.float32)
+    return strength[:, :, None, None] * mask[:, None]
+
+
+def _textures(
+    texture_idx: np.ndarray, num_textures: int, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """(N, 1, size, size): each image's oriented grating (high frequencies), one per texture class."""
+    num_samples, size = len(texture_idx), xx.shape[0]
+    angles, cycles = _texture_params(num_textures, size)
+    angle = angles[texture_idx] + rng.normal(0, np.pi / 36, num_samples)
+    freq = cycles[texture_idx] * rng.uniform(0.95, 1.05, num_samples)
+    phase = rng.uniform(0, 2 * np.pi, num_samples)
+    arg = (
+        2
+        * np.pi
+        * freq[:, None, None]
+        / size
+        * (np.cos(angle)[:, None, None] * xx[None] + np.sin(angle)[:, None, None] * yy[None])
+        + phase[:, None, None]
+    )
+    texture = np.sin(arg.astype(np.float32)) * rng.uniform(0.10, 0.16, (num_samples, 1, 1)).astype(np.float32)
+    return texture[:, None]
+
+
 def make_natural(
     num_samples: int,
     num_shapes: int = 5,
@@ -108,34 +149,8 @@ def make_natural(
     tint = (1.0 + 0.25 * rng.uniform(-1, 1, (num_samples, 3, 1, 1))).astype(np.float32)
     images = 0.5 + 0.12 * tint * background  # coloured 1/f background
 
-    centre = size / 2 + rng.uniform(-size / 8, size / 8, (num_samples, 2))
-    radius = size * rng.uniform(0.25, 0.34, num_samples)
-    mask = np.empty((num_samples, size, size), np.float32)
-    for k, name in enumerate(SHAPES[:num_shapes]):
-        sel = shape_idx == k
-        dx = xx[None] - centre[sel, 1, None, None].astype(np.float32)
-        dy = yy[None] - centre[sel, 0, None, None].astype(np.float32)
-        dist = _signed_distance(name, dx, dy, radius[sel, None, None].astype(np.float32))
-        mask[sel] = 1.0 / (1.0 + np.exp(np.clip(dist / 1.2, -40, 40)))  # soft edge: low frequencies
-    colour = rng.uniform(-1, 1, (num_samples, 3))
-    colour /= np.abs(colour).max(axis=1, keepdims=True)
-    strength = (0.28 * rng.uniform(0.7, 1.0, (num_samples, 1)) * colour).astype(np.float32)
-    images += strength[:, :, None, None] * mask[:, None]
-
-    angles, cycles = _texture_params(num_textures, size)
-    angle = angles[texture_idx] + rng.normal(0, np.pi / 36, num_samples)
-    freq = cycles[texture_idx] * rng.uniform(0.95, 1.05, num_samples)
-    phase = rng.uniform(0, 2 * np.pi, num_samples)
-    arg = (
-        2
-        * np.pi
-        * freq[:, None, None]
-        / size
-        * (np.cos(angle)[:, None, None] * xx[None] + np.sin(angle)[:, None, None] * yy[None])
-        + phase[:, None, None]
-    )
-    texture = np.sin(arg.astype(np.float32)) * rng.uniform(0.10, 0.16, (num_samples, 1, 1)).astype(np.float32)
-    images += texture[:, None]
+    images += _shapes(shape_idx, num_shapes, xx, yy, rng)  # low frequencies: the shape cue
+    images += _textures(texture_idx, num_textures, xx, yy, rng)  # high frequencies: the texture cue
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     images += 0.02 * torch.randn(images.shape, generator=gen).numpy()
 
