@@ -118,9 +118,10 @@ def test_missing_official_csv_stops_before_training(monkeypatch, capsys):
 
 def test_report_points_to_reproduce_for_training(capsys):
     from alternet_pl import report
+    from alternet_pl.errors import run_command
 
     with pytest.raises(SystemExit) as err:
-        report.main(["--scale", "smoke"])
+        run_command(report.main, ["--scale", "smoke"])
     assert err.value.code == 2 and "python -m alternet_pl.reproduce --scale smoke" in capsys.readouterr().err
 
 
