@@ -167,7 +167,7 @@ def test_analyze_runs_analyses_on_an_official_checkpoint(tmp_path: Path) -> None
         config["official"]["arch"] == "vit_ti_cifar100"
         and config["model"]["network"]["name"] == "vit_cifar_ti"
     )
-    with pytest.raises(ValueError, match="--official replaces --config"):  # both together
+    with pytest.raises(ValueError, match="--official / --model replace --config"):  # both together
         analyze.main([*args, "--config", str(data)])
     with pytest.raises(ValueError, match=r"has 100 classes but --data synthetic has 10"):
         analyze.main(
