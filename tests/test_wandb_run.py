@@ -60,14 +60,19 @@ def test_a_killed_and_resumed_fit_is_one_wandb_run_with_both_halves_and_the_whol
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 2, files  # one offline directory per process start, to be synced as one run
     halves = [read_run(f) for f in files]
-    assert [h["id"] for h in halves] == [run_id, run_id]
+    # W&B names each offline directory offline-run-<time>-<run id> at start-up; the run record inside may be
+    # lost to the SIGKILL (W&B writes asynchronously), so the killed half's id is read from its directory
+    assert [f.parent.name.rsplit("-", 1)[-1] for f in files] == [run_id, run_id]
+    assert halves[1]["id"] == run_id and halves[0]["id"] in (run_id, None)
     steps = [
         sorted({row["trainer/global_step"] for row in h["history"] if "train/loss_step" in row})
         for h in halves
     ]
     # the second half goes on from the end-of-epoch checkpoint (step 4) to the end; the first half's rows
     # start at 0 (the last ones before a SIGKILL may not have reached the file: W&B writes asynchronously)
-    assert steps[0][0] == 0 and max(steps[0]) < 7 and steps[1] == [4, 5, 6, 7], steps
+    # the killed half may lose every row it had not flushed (on a quiet machine it often loses all of them:
+    # W&B writes through a service process the SIGKILL takes down); the rows it kept start at 0
+    assert (not steps[0] or (steps[0][0] == 0 and max(steps[0]) < 7)) and steps[1] == [4, 5, 6, 7], steps
     config = halves[1]["config"]
     assert {"model", "data", "trainer", "analyses", "seed_everything"} <= config.keys(), config.keys()
     assert config["data"]["init_args"]["num_train"] == 64 and config["trainer"]["max_epochs"] == 2
