@@ -3,7 +3,6 @@ model and data, the output folder. Each raises an `InputError`: one line naming 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import yaml
 from lightning.pytorch.cli import instantiate_class
 
 from alternet_pl.errors import InputError, MissingInputError
+from alternet_pl.runs import make_writable_folder
 from alternet_pl.training import checkpoints
 from alternet_pl.training.module import ImageClassifier
 
@@ -44,14 +44,7 @@ def check_official_file(path: str) -> None:
 
 def check_writable(out_dir: Path) -> None:
     """The output folder must be creatable and writable before any analysis runs."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(
-            f"cannot create {out_dir} ({err.strerror}); pass --out_dir=<a writable folder>"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(f"{out_dir} is not writable; pass --out_dir=<a writable folder>")
+    make_writable_folder(out_dir, "--out_dir")
 
 
 def build_from_run_config(run_config: dict[str, Any], path: str) -> tuple[ImageClassifier, Any]:

@@ -29,6 +29,7 @@ from alternet_pl.analysis.files import read_json, write_json, write_text
 from alternet_pl.errors import InputError
 
 __all__ = [
+    "make_writable_folder",
     "ANALYSIS_DIR",
     "CHECKPOINTS_DIR",
     "CONFIG_FILE",
@@ -92,15 +93,20 @@ def newest_version(parent: Path) -> str | None:
     return f"version_{numbers[-1]}" if numbers else None
 
 
-def _make_parent(parent: Path) -> None:
+def make_writable_folder(folder: Path, flag: str, label: str = "") -> None:
+    """Create `folder` (and its parents) and check it is writable, before any work writes into it.
+
+    Raises:
+        InputError: it cannot be created or written; the line names `label` + the folder and `flag`.
+    """
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(
-            f"cannot create the run folder {parent} ({err.strerror}); pass --runs_dir=<a writable folder>"
+            f"cannot create {label}{folder} ({err.strerror}); pass {flag}=<a writable folder>"
         ) from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"the run folder {parent} is not writable; pass --runs_dir=<a writable folder>")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{label}{folder} is not writable; pass {flag}=<a writable folder>")
 
 
 def has_results(run_dir: str | os.PathLike) -> bool:
@@ -135,7 +141,7 @@ def make_run_dir(
     if rank == 0 and reuse and version is not None and (parent / version).is_dir():
         run_dir = parent / version
     elif rank == 0:
-        _make_parent(parent)
+        make_writable_folder(parent, "--runs_dir", label="the run folder ")
         if version is None or (parent / version).exists():
             base = version
             version = next_version(parent) if base is None else f"{base}_{next_version(parent)}"
