@@ -11,6 +11,7 @@ from torch import nn
 from alternet_pl.data import SyntheticDataModule
 from alternet_pl.training.module import ImageClassifier, Network, create_model
 from alternet_pl.training.recipe import MetricOptions, OptimizerOptions, Recipe, TargetOptions
+from alternet_pl.training.scaling import ScaleReport
 from alternet_pl.training.schedules import (
     LRSchedule,
     official_warmup_cosine,
@@ -44,7 +45,7 @@ class _LRRecorder(pl.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def _fit_recording_lrs(module, tmp_path, max_epochs, num_train=64, batch_size=16):
+def _fit_recording_lrs(module, tmp_path, max_epochs, num_train=64, batch_size=16, callbacks=()):
     dm = SyntheticDataModule(num_train=num_train, num_val=16, batch_size=batch_size, auto_augment=None)
     rec = _LRRecorder()
     trainer = pl.Trainer(
@@ -54,7 +55,7 @@ def _fit_recording_lrs(module, tmp_path, max_epochs, num_train=64, batch_size=16
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[rec],
+        callbacks=[rec, *callbacks],
         limit_val_batches=0,
         default_root_dir=tmp_path,
     )
@@ -292,14 +293,21 @@ def test_weight_decay_on_every_parameter_by_default_exemption_is_an_option():
         LRSchedule(kind="cosine")
 
 
-def test_fit_start_prints_global_batch_and_lr(tmp_path, caplog):
-    module = classifier(optimizer=OptimizerOptions(lr=1.25e-4, lr_reference_batch=96), targets=NO_MIXING)
+def test_fit_start_prints_one_line_with_global_batch_lr_and_schedule(tmp_path, caplog):
+    """The module prints nothing itself; `ScaleReport` (every `fit` adds it) prints the one start-up line,
+    with the lr scaled from its reference batch: 1.25e-4 x 24/96."""
+    optimizer, schedule = OptimizerOptions(lr=1.25e-4, lr_reference_batch=96), LRSchedule(warmup_epochs=1)
+    module = classifier(optimizer=optimizer, schedule=schedule, targets=NO_MIXING)
     with caplog.at_level("INFO"):
-        _fit_recording_lrs(module, tmp_path, max_epochs=1, num_train=48, batch_size=24)
-    assert (
-        "global batch size 24 = 24 per device x 1 device(s) x 1 accumulation; peak lr 3.125e-05"
-        in caplog.text
-    )
+        _fit_recording_lrs(
+            module, tmp_path, max_epochs=2, num_train=48, batch_size=24, callbacks=[ScaleReport()]
+        )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alternet-pl:")]
+    assert lines == [
+        "alternet-pl: 1 device(s) x 24 per device = global batch 24, peak lr 3.125e-05 (= 0.000125 x "
+        "24/96), precision 32-true, schedule official, 1 warm-up epoch(s) of 2; the experiment's recipe as "
+        "its authors ran it (scaling faithful)"
+    ]
 
 
 def test_mixup_targets_sum_to_one():

@@ -62,6 +62,17 @@ def test_startup_line_says_whether_it_is_the_recipe_and_what_differs():
     unsynced = startup_line(_summary(bn_images=12))  # faithful batch, BatchNorm per GPU
     assert unsynced.endswith("BatchNorm statistics over 12 images instead of 96.")
     assert "NOT" not in startup_line(_summary(bn_images=None))  # a ViT: no BatchNorm to synchronise
+    scaled = startup_line(
+        _summary(
+            lr=1e-3, recipe_lr=1e-3, lr_rule="0.000125 x 768/96", accumulation=2, device_batch=48,
+            recipe_batch=768, bn_images=None, schedule="official, 5 warm-up epoch(s) of 300",
+        )
+    )  # fmt: skip
+    assert scaled == (  # the lr's derivation, the accumulation and the schedule where they add information
+        "alternet-pl: 8 device(s) x 48 per device x 2 accumulation = global batch 768, peak lr 0.001 "
+        "(= 0.000125 x 768/96), precision 32-true, schedule official, 5 warm-up epoch(s) of 300; the "
+        "experiment's recipe as its authors ran it (scaling faithful)"
+    )
 
 
 def _quick_fit(tmp_path, *flags):
@@ -85,9 +96,10 @@ def test_fast_fragment_says_what_differs_from_the_recipe(tmp_path, caplog):
         fit.main(flags)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alternet-pl: 1 device")]
     assert lines == [
-        "alternet-pl: 1 device(s) x 16 per device = global batch 16, peak lr 0.002, precision bf16-mixed; "
-        "NOT the experiment's recipe (scaling fast): precision bf16-mixed instead of 32-true."
-    ]
+        "alternet-pl: 1 device(s) x 16 per device = global batch 16, peak lr 0.002, precision bf16-mixed, "
+        "schedule official, 1 warm-up epoch(s) of 1; NOT the experiment's recipe (scaling fast): precision "
+        "bf16-mixed instead of 32-true."
+    ]  # one line: the module prints none of its own
 
 
 def test_a_global_batch_that_does_not_divide_is_refused_before_any_work(tmp_path):
@@ -172,8 +184,9 @@ def test_faithful_ddp_on_two_processes_equals_one_process_at_the_same_global_bat
         tmp_path, "ddp", "--config", str(ROOT / "configs/trainer/ddp.yaml"),
         "--trainer.accelerator=cpu", "--trainer.devices=2",
     )  # fmt: skip
-    assert "alternet-pl: 2 device(s) x 16 per device = global batch 32, peak lr 0.005, precision 32-true; " \
-        "the experiment's recipe" in log  # fmt: skip
+    assert "alternet-pl: 2 device(s) x 16 per device = global batch 32, peak lr 0.005, precision 32-true, " \
+        "schedule official, 0 warm-up epoch(s) of 2; the experiment's recipe" in log  # fmt: skip
+    assert log.count("alternet-pl: ") == 1  # one start-up line, from rank 0 only
     assert single.keys() == ddp.keys()
     assert any("running_var" in k for k in single)
     moved = [k for k in single if single[k].is_floating_point()]

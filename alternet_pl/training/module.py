@@ -20,7 +20,6 @@ import lightning.pytorch as pl
 import timm
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -252,25 +251,6 @@ class ImageClassifier(pl.LightningModule):
     def effective_lr(self) -> float:
         """The peak lr: the recipe's, times global batch / ``lr_reference_batch`` when a reference is set."""
         return self.recipe.optimizer.peak_lr(self.global_batch_size())
-
-    def on_fit_start(self) -> None:
-        """Print the effective global batch size and peak learning rate (what a recipe must match)."""
-        batch = self.global_batch_size()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        per_device = (
-            datamodule.device_batch_size()
-            if hasattr(datamodule, "device_batch_size")
-            else getattr(datamodule, "batch_size", "?")
-        )
-        optimizer, schedule = self.recipe.optimizer, self.recipe.schedule
-        ref = optimizer.lr_reference_batch
-        scaled = f" (lr {optimizer.lr:g} x {batch}/{ref})" if ref else ""
-        rank_zero_info(
-            f"alternet-pl: global batch size {batch if batch is not None else 'unknown'} = {per_device} per "
-            f"device x {self.trainer.world_size} device(s) x {self.trainer.accumulate_grad_batches} "
-            f"accumulation; peak lr {self.effective_lr():.6g}{scaled}; schedule {schedule.describe()}, "
-            f"{schedule.warmup_epochs:g} warm-up epochs of {self.trainer.max_epochs}"
-        )
 
     def decay_exempt(self, name: str, param: torch.Tensor) -> bool:
         """Whether `param` gets no weight decay (the optimizer group's rule)."""

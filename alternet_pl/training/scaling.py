@@ -92,6 +92,8 @@ class ScaleSummary:
     recipe_batch: int
     recipe_lr: float
     scaling: Scaling
+    lr_rule: str = ""  # how the peak lr follows from the recipe's, e.g. "1.25e-4 x 128/96" ("": as set)
+    schedule: str = ""  # the schedule and its warm-up, e.g. "official, 1 warm-up epoch(s) of 300"
 
     @property
     def global_batch(self) -> int:
@@ -112,11 +114,15 @@ class ScaleSummary:
 
 
 def startup_line(summary: ScaleSummary) -> str:
-    """`devices x per-device batch = global batch, peak lr, precision`, and whether it is the recipe."""
+    """`devices x per-device batch = global batch, peak lr, precision[, schedule]`, and whether it is the
+    recipe: the one line every fit prints."""
     accumulation = f" x {summary.accumulation} accumulation" if summary.accumulation > 1 else ""
+    lr_rule = f" (= {summary.lr_rule})" if summary.lr_rule else ""
+    schedule = f", schedule {summary.schedule}" if summary.schedule else ""
     head = (
         f"alternet-pl: {summary.devices} device(s) x {summary.device_batch} per device{accumulation} = "
-        f"global batch {summary.global_batch}, peak lr {summary.lr:.6g}, precision {summary.precision}"
+        f"global batch {summary.global_batch}, peak lr {summary.lr:.6g}{lr_rule}, precision "
+        f"{summary.precision}{schedule}"
     )
     differences = summary.differences()
     if not differences:
@@ -133,18 +139,34 @@ def _bn_images(
     return global_batch if synchronised else device_batch
 
 
-def _peak_lrs(module: pl.LightningModule, global_batch: int, recipe_batch: int) -> tuple[float, float]:
-    """(this run's peak lr, the experiment's at its own global batch): the module's recipe scales the lr
-    with the global batch (`lr_reference_batch`); a module without one trains at its `lr` hparam."""
+def _peak_lrs(module: pl.LightningModule, global_batch: int, recipe_batch: int) -> tuple[float, float, str]:
+    """(this run's peak lr, the experiment's at its own global batch, how the first follows from the
+    recipe): the module's recipe scales the lr with the global batch (`lr_reference_batch`); a module
+    without one trains at its `lr` hparam."""
     optimizer = getattr(getattr(module, "recipe", None), "optimizer", None)
     if hasattr(optimizer, "peak_lr"):
-        return float(optimizer.peak_lr(global_batch)), float(optimizer.peak_lr(recipe_batch))
+        reference = optimizer.lr_reference_batch
+        rule = (
+            f"{optimizer.lr:g} x {global_batch}/{reference}"
+            if reference and reference != global_batch
+            else ""
+        )
+        return float(optimizer.peak_lr(global_batch)), float(optimizer.peak_lr(recipe_batch)), rule
     lr = float(getattr(module, "hparams", {}).get("lr", float("nan")))
-    return lr, lr
+    return lr, lr, ""
+
+
+def _schedule(module: pl.LightningModule, max_epochs: int | None) -> str:
+    """The module's schedule and warm-up in a few words ("" for a module without a recipe schedule)."""
+    schedule = getattr(getattr(module, "recipe", None), "schedule", None)
+    if not hasattr(schedule, "describe"):
+        return ""
+    of = f" of {max_epochs}" if max_epochs and max_epochs > 0 else ""
+    return f"{schedule.describe()}, {schedule.warmup_epochs:g} warm-up epoch(s){of}"
 
 
 class ScaleReport(pl.Callback):
-    """Print the start-up line (rank 0) once the Trainer knows its devices and precision.
+    """Print the start-up line (rank 0, once) once the Trainer knows its devices and precision.
 
     Args:
         scaling: "faithful" or "fast" (how the data module splits its batch).
@@ -162,7 +184,7 @@ class ScaleReport(pl.Callback):
         world, accumulation = trainer.world_size, trainer.accumulate_grad_batches
         per_device = device_batch_size(int(batch_size), world, accumulation, self.scaling)
         global_batch = world * per_device * accumulation
-        scaled_lr, recipe_lr = _peak_lrs(pl_module, global_batch, int(batch_size))
+        scaled_lr, recipe_lr, lr_rule = _peak_lrs(pl_module, global_batch, int(batch_size))
         synchronised = any(isinstance(m, _SYNCED_BATCHNORM) for m in pl_module.modules())
         self.summary = ScaleSummary(
             devices=world,
@@ -174,5 +196,7 @@ class ScaleReport(pl.Callback):
             recipe_batch=int(batch_size),
             recipe_lr=recipe_lr,
             scaling=self.scaling,
+            lr_rule=lr_rule,
+            schedule=_schedule(pl_module, trainer.max_epochs),
         )
         rank_zero_info(startup_line(self.summary))
