@@ -92,36 +92,64 @@ def _is_block(module: nn.Module) -> bool:
     return not _is_layer(module) and _has_params(module)
 
 
-def _holds_blocks(module: nn.Module) -> bool:
-    return isinstance(module, nn.Sequential | nn.ModuleList) and any(_is_block(c) for c in module.children())
+def _is_stage(module: nn.Module, listed: set[int]) -> bool:
+    """A stage timm lists in ``feature_info`` written as a plain module of same-class blocks (RegNet's
+    ``RegStage`` of ``b1``, ``b2``, ...): it holds blocks like an ``nn.Sequential``."""
+    kids = [c for c in module.children() if _has_params(c)]
+    return (
+        id(module) in listed
+        and bool(kids)
+        and len({type(c) for c in kids}) == 1
+        and all(_is_block(c) and not isinstance(c, nn.Sequential | nn.ModuleList) for c in kids)
+    )
 
 
-def _find_blocks(module: nn.Module, prefix: str, out: list[tuple[str, nn.Module]]) -> None:
-    """Depth first: the block children of each innermost block container, in registration order."""
-    for name, child in module.named_children():
-        path = f"{prefix}{name}"
-        inner = any(_holds_blocks(m) for m in child.modules())
-        if _holds_blocks(module) and _is_block(child) and not inner:
+def _holds_blocks(module: nn.Module, listed: set[int]) -> bool:
+    if isinstance(module, nn.Sequential | nn.ModuleList):
+        return any(_is_block(c) for c in module.children())
+    return _is_stage(module, listed)
+
+
+def _has_inner(module: nn.Module, listed: set[int]) -> bool:
+    return any(_holds_blocks(m, listed) for m in module.modules())
+
+
+def _find_blocks(module: nn.Module, prefix: str, out: list[tuple[str, nn.Module]], listed: set[int]) -> None:
+    """Depth first: the block children of each innermost block container, in registration order.
+
+    A container that holds at least one plain block (no blocks inside) is innermost: every block in
+    it is a point, a hybrid one included (MobileViT's ``MobileVitBlock`` beside its conv blocks runs a
+    transformer on unfolded patches, not on the image's maps, so the block is one point, taken whole).
+    """
+    holds = _holds_blocks(module, listed)
+    kids = [(f"{prefix}{n}", c, _has_inner(c, listed)) for n, c in module.named_children()]
+    innermost = holds and any(_is_block(c) and not inner for _, c, inner in kids)
+    for path, child, inner in kids:
+        if holds and _is_block(child) and (innermost or not inner):
             out.append((path, child))
         elif inner:
-            _find_blocks(child, f"{path}.", out)
+            _find_blocks(child, f"{path}.", out, listed)
+
+
+def _listed_stages(model: nn.Module) -> list[str]:
+    info = getattr(model, "feature_info", None) or []
+    return [d["module"] for d in info if isinstance(d, dict) and isinstance(d.get("module"), str)]
 
 
 def _feature_info_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """timm's listed stages (``feature_info``) that are modules of the model, past the first."""
-    info = getattr(model, "feature_info", None) or []
+    """timm's listed stages (``feature_info``) that are modules of the model."""
     named = dict(model.named_modules())
-    mods = [d.get("module") for d in info if isinstance(d, dict)]
-    return [(n, named[n]) for n in mods if n in named and _is_block(named[n])]
+    return [(n, named[n]) for n in _listed_stages(model) if n in named and _is_block(named[n])]
 
 
 def lesion_branch(block: nn.Module) -> nn.Module | None:
     """The module whose output a lesion zeroes so that ``block`` acts as its shortcut, or None.
 
-    timm's ``drop_path`` (when the block has a skip: EfficientNet's ``has_skip``), a ResNet block's
-    last norm (``bn3`` / ``bn2`` beside a ``downsample`` slot), a ``residual`` or ``branch`` child.
+    timm's ``drop_path`` (when the block has a skip: not EfficientNet's ``has_skip=False``, nor a
+    ``shortcut`` slot set to None as in timm's byobnet / MobileViT blocks), a ResNet block's last norm
+    (``bn3`` / ``bn2`` beside a ``downsample`` slot), a ``residual`` or ``branch`` child.
     """
-    if getattr(block, "has_skip", True) is False:
+    if getattr(block, "has_skip", True) is False or (hasattr(block, "shortcut") and block.shortcut is None):
         return None
     for name in _BRANCH_NAMES:
         child = getattr(block, name, None)
@@ -161,8 +189,10 @@ def discover_layers(model: nn.Module) -> OrderedDict[str, Tap]:
 
     Raises `InputError` when the model has no blocks to find (name modules with ``layers`` patterns).
     """
+    named = dict(model.named_modules())
+    listed = {id(named[n]) for n in _listed_stages(model) if n in named}
     blocks: list[tuple[str, nn.Module]] = []
-    _find_blocks(model, "", blocks)
+    _find_blocks(model, "", blocks, listed)
     if not blocks:
         blocks = _feature_info_blocks(model)
     if not blocks:

@@ -121,31 +121,42 @@ def _returns_its_input_when_zeroed(module: nn.Module, x: torch.Tensor) -> bool:
     return isinstance(y, torch.Tensor) and y.shape == x.shape and bool(torch.allclose(y, x, atol=1e-6))
 
 
+def _keeps_its_input(tap: Tap, args: tuple, kwargs: dict) -> bool:
+    """Whether the block still passes its input on with its branch zeroed: a shortcut exists (a block
+    whose ``drop_path`` is its whole output, such as RegNet's or byobnet's without a shortcut, gives
+    the same output for any input)."""
+    with lesioned(tap):
+        a = tap.module(*args, **kwargs)
+        b = tap.module(2 * args[0] + 1, *args[1:], **kwargs)
+    return not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b))
+
+
 def _probe(
     model: nn.Module, taps: Mapping[str, Tap], images: torch.Tensor
 ) -> tuple[OrderedDict[str, Tap], dict[str, str]]:
     """(the blocks that can be lesioned, {skipped block: why}) from one eval, no-grad forward.
 
-    A known branch must be run by the forward pass; a block without one is lesioned by returning
-    its input when it has an identity shortcut (`_returns_its_input_when_zeroed`)."""
+    A known branch must be run by the forward pass, and the block must still depend on its input with
+    the branch zeroed; a block without one is lesioned by returning its input when it has an identity
+    shortcut (`_returns_its_input_when_zeroed`)."""
     ran: set[str] = set()
-    seen: dict[str, torch.Tensor] = {}
+    seen: dict[str, tuple[tuple, dict]] = {}
 
     def mark(name: str) -> Callable:
         return lambda *_: ran.add(name)
 
     def keep_input(name: str) -> Callable:
-        def hook(mod: nn.Module, args: tuple, out: Any) -> None:  # returns None: the output stays
+        def hook(mod: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:  # returns None: output stays
             if args:
-                seen.setdefault(name, args[0])
+                seen.setdefault(name, (args, kwargs))
 
         return hook
 
-    handles = [
-        t.branch.register_forward_hook(mark(n))
-        if t.branch is not None
-        else t.module.register_forward_hook(keep_input(n))
+    handles = [t.branch.register_forward_hook(mark(n)) for n, t in taps.items() if t.branch is not None]
+    handles += [
+        t.module.register_forward_hook(keep_input(n), with_kwargs=True)
         for n, t in taps.items()
+        if t.point == "output"
     ]
     try:
         with eval_mode(model), torch.no_grad():
@@ -153,11 +164,13 @@ def _probe(
             usable, skipped = OrderedDict(), {}
             for n, t in taps.items():
                 if t.branch is not None:
-                    if n in ran:
-                        usable[n] = t
-                    else:
+                    if n not in ran:
                         skipped[n] = "its residual branch is not run by the forward pass"
-                elif n in seen and t.point == "output" and _returns_its_input_when_zeroed(t.module, seen[n]):
+                    elif n in seen and not _keeps_its_input(t, *seen[n]):
+                        skipped[n] = "no shortcut: its output ignores its input once its branch is zeroed"
+                    else:
+                        usable[n] = t
+                elif n in seen and _returns_its_input_when_zeroed(t.module, seen[n][0][0]):
                     usable[n] = Tap(
                         t.module,
                         t.kind,
