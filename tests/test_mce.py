@@ -48,8 +48,24 @@ def _cifar10c(root, rng):
     return labels
 
 
+def test_without_a_clean_error_relative_mce_is_one_line_naming_the_option():
+    imagenet = baselines.missing_clean_error("alexnet_imagenet")
+    assert "--corruption.baseline_clean_error" in imagenet and "\n" not in imagenet
+    assert "0.435" in imagenet and "Hendrycks & Dietterich 2019" in imagenet
+    cifar = baselines.missing_clean_error("alexnet_cifar100")
+    assert cifar.endswith("(none is published for the authors' AlexNet here)")
+    run_file = baselines.missing_clean_error("runs/x/analysis/corruption/epoch=000.json")
+    assert run_file.endswith("pass --corruption.baseline_clean_error")
+    # the published figure, cross-checked against torchvision's model card of the same AlexNet
+    from torchvision.models import AlexNet_Weights
+
+    top1 = AlexNet_Weights.IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    assert baselines.PUBLISHED_CLEAN_ERROR == {"alexnet_imagenet": 0.435}
+    assert round(1 - top1 / 100, 3) == 0.435
+
+
 @pytest.mark.slow
-def test_corruption_callback_mce_against_alexnet_relative_mce_and_per_batch_nll(tmp_path):
+def test_corruption_callback_mce_against_alexnet_relative_mce_and_per_batch_nll(tmp_path, caplog):
     from alternet_pl.callbacks.options import AnalysisData
     from alternet_pl.callbacks.robustness import CorruptionCallback
     from tests.conftest import micro_module_and_data
@@ -89,6 +105,10 @@ def test_corruption_callback_mce_against_alexnet_relative_mce_and_per_batch_nll(
         )
     assert res.metrics["snow"]["3"]["nll"] == pytest.approx(float((nll[:3].mean() + nll[3:].mean()) / 2))
     assert res.metrics["snow"]["3"]["nll"] != pytest.approx(float(nll.mean()))  # not the per-sample mean
+    with caplog.at_level("WARNING", logger="alternet_pl.callbacks.robustness"):
+        unknown = CorruptionCallback(**kw).run(module, dm, tmp_path / "r4", epoch=0)
+    assert unknown.mce == pytest.approx(res.mce) and unknown.relative_mce is None
+    assert baselines.missing_clean_error("alexnet_cifar10") in caplog.messages
     settings = CorruptionCallback(**kw).settings()
     assert settings["image_size"] == 224 and settings["mean"] == [0.5] * 3 and settings["std"] == [0.2] * 3
     assert settings["baseline"] == "alexnet" and settings["eval_batch_size"] == 3

@@ -12,7 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.baselines import ALEXNET, alexnet_errors, alexnet_set_for, relative_mce
+from alternet_pl.analysis.baselines import (
+    ALEXNET,
+    alexnet_errors,
+    alexnet_set_for,
+    missing_clean_error,
+    relative_mce,
+)
 from alternet_pl.analysis.files import read_json
 from alternet_pl.analysis.records import CorruptionRecord, FreqNoiseRecord
 from alternet_pl.analysis.robustness import (
@@ -97,7 +103,8 @@ class CorruptionCallback(AnalysisCallback):
             for other sets), "alexnet_cifar10" / "alexnet_cifar100" / "alexnet_imagenet", a baseline
             run's ``analysis/corruption/epoch=NNN.json``, or None (no mCE).
         baseline_clean_error: the baseline's clean error, for relative mCE (a run file brings its own;
-            the AlexNet tables do not publish theirs).
+            the authors publish none for their AlexNet tables: without it there is no relative mCE and
+            a logged line says so; `baselines.PUBLISHED_CLEAN_ERROR` has ImageNet's published 0.435).
         max_images: evaluate only the first images of each severity (quick runs; None: all).
         mean, std: input normalisation (None: the datamodule's ``mean``/``std``).
         eval_batch_size, num_workers, image_size: loading of the corrupted images (the batch size
@@ -221,6 +228,8 @@ class CorruptionCallback(AnalysisCallback):
             mce, ce = relative_ce(errors, base, list(self.severities), base_severities)
             if base_clean is not None:
                 rmce, rce = relative_mce(errors, 1.0 - clean["acc"], base, base_clean)
+            else:
+                log.warning(missing_clean_error(name))
         return CorruptionRecord(
             root=str(self.root),
             corruptions=list(metrics),
