@@ -8,8 +8,10 @@ notebook cuts timm's ResNet-50 and ViT-Ti into blocks:
   ViT's patch embedding after the CLS token and position embedding are added);
 - every block of a stage: each block-like child of the innermost ``nn.Sequential`` /
   ``nn.ModuleList`` holding blocks (ResNet's ``layer1.0``, ViT's ``blocks.3``, Swin's
-  ``layers.0.blocks.1``, ConvNeXt's ``stages.0.blocks.2``); where no such container exists, the
-  stages timm lists in ``feature_info``;
+  ``layers.0.blocks.1``, ConvNeXt's ``stages.0.blocks.2``), or of a stage timm lists in
+  ``feature_info`` made of same-class blocks (RegNet's ``s3.b2``); a container holding a plain block
+  is innermost, so a hybrid block beside it is one point (MobileViT's ``stages.2.1``); where no
+  container exists, the stages timm lists in ``feature_info``;
 - a transformer block (timm's ``norm1/attn/norm2/mlp`` or torchvision's ``ln_1/self_attention/
   ln_2/mlp``) gives two points, after its attention and after its MLP residual step (``.attn``,
   ``.mlp``), as the authors measure ViTs.
