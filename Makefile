@@ -18,7 +18,7 @@ OUT ?= figures
 DATA_DIR ?= data
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install quickstart test test-slow lint bench bench-gpu bench-gpu-prepare reproduce-figures clean-runs
+.PHONY: install quickstart test test-slow lint bench bench-models bench-gpu bench-gpu-prepare reproduce-figures clean-runs
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ lint: install
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" $(TORCH_PINS)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick)
+
+# every analysis on every kind of model, timed (budget 600 s on 2 cores):
+# benchmarks/results/models_x_analyses.md; MODELS=a,b ANALYSES=x,y to filter
+bench-models: install
+	$(PY) -m benchmarks.models_x_analyses $(if $(MODELS),--models $(MODELS)) $(if $(ANALYSES),--analyses $(ANALYSES))
 
 bench-gpu: install
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" $(TORCH_PINS)

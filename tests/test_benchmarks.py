@@ -78,3 +78,24 @@ def test_forward_over_reverse_product_matches_the_dense_hessian():
     v = torch.randn(h.shape[0], dtype=torch.float64)
     got = hessian_suite.forward_over_reverse(model, (x.double(), y))(v)
     assert torch.allclose(got, h @ v, rtol=1e-9, atol=1e-12)
+
+
+def test_models_x_analyses_times_cells_and_records_refusals(tmp_path):
+    import pytest
+
+    from benchmarks import models_x_analyses as mxa
+
+    out = mxa.main(
+        ["--models", "user_blocks", "--analyses", "fourier,trajectory", "--out", str(tmp_path / "t.md")]
+    )
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| user_blocks |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["user_blocks", "32 px"] and float(cells[3]) > 0 and cells[4] == "refused [1]"
+    assert "1. refused: analysis 'trajectory' cannot run on a bare model" in text
+    cells, builds = mxa.run_cells(
+        ["user_blocks"], ["lesion"], budget_s=0.0, workdir=tmp_path, say=lambda _: None
+    )
+    assert cells == [mxa.Cell("user_blocks", "lesion", not_run="budget of 0 s spent")] and builds == {}
+    with pytest.raises(SystemExit, match=r"model\(s\) \['resnet999'\] unknown"):
+        mxa.main(["--models", "resnet999"])
