@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -28,6 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from alternet_pl.callbacks import AnalysisList
 from alternet_pl.data import ImageDataModule
 from alternet_pl.errors import InputError, Interrupted, environment_error, run_command
+from alternet_pl.old_runs import upgraded_config_args
 from alternet_pl.runs import (
     ANALYSIS_DIR,
     CONFIG_FILE,
@@ -148,6 +150,15 @@ class AlternetCLI(LightningCLI):
             default=None,
             help="analysis callbacks (see configs/analysis/*.yaml; names in alternet_pl.registry)",
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's parsing, with each `--config` file that an older run wrote (flat `model:` keys)
+        read in today's layout (`alternet_pl.old_runs`), so that the run resumes."""
+        if not isinstance(args, dict | Namespace):
+            given = list(sys.argv[1:] if args is None else args)
+            upgraded = upgraded_config_args(given)
+            args = upgraded if upgraded != given else args
+        super().parse_arguments(parser, args)
 
     def experiment_name(self) -> str:
         """`--experiment`, else the stem of the first `--config` file (jsonargparse records the

@@ -24,6 +24,7 @@ import numpy as np
 from alternet_pl import registry
 from alternet_pl.analysis.records import RecordError, load_record
 from alternet_pl.errors import InputError
+from alternet_pl.old_runs import upgrade_run_config
 from alternet_pl.plots import model_color, model_family, model_label
 from alternet_pl.runs import (
     ANALYSIS_DIR,
@@ -78,15 +79,10 @@ class Run:
         return f"{self.path.parent.name}/{self.path.name}"
 
     def _network(self) -> dict:
-        """config.yaml's `model.network` ({name, kwargs}); runs written before the recipe groups kept
-        them as `model.model` / `model.model_kwargs`."""
+        """config.yaml's `model.network` ({name, kwargs}; an older run's flat keys grouped on reading)."""
         model = self.config.get("model") or {}
-        if not isinstance(model, dict):
-            return {}
-        network = model.get("network")
-        if isinstance(network, dict):
-            return network
-        return {"name": model.get("model"), "kwargs": model.get("model_kwargs")}
+        network = model.get("network") if isinstance(model, dict) else None
+        return network if isinstance(network, dict) else {}
 
     @property
     def model(self) -> str:
@@ -218,4 +214,4 @@ def load_run(path: str | Path) -> Run:
             f"{path} is not a run directory (no metrics.csv or analysis/ inside): pass "
             "runs/<experiment>/<version>"
         )
-    return Run(path=path, config=read_config(path))
+    return Run(path=path, config=upgrade_run_config(read_config(path)))

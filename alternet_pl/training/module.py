@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 import alternet_pl.models  # noqa: F401  (registers our architectures with timm)
 from alternet_pl.analysis.loss import cross_entropy_loss
 from alternet_pl.errors import InputError
+from alternet_pl.old_runs import FLAT_KEYS, upgrade_flat_config
 from alternet_pl.training.metrics import CalibrationMetric
 from alternet_pl.training.recipe import Recipe
 
@@ -77,40 +78,6 @@ PAPER_RECIPE = Recipe()
 def _plain(value: Any) -> Any:
     """`value` as plain containers (tuples as lists): what hparams.yaml and weights-only checkpoints hold."""
     return json.loads(json.dumps(value))
-
-
-#: where each flat `ImageClassifier` argument of alternet-pl before the recipe groups went
-FLAT_KEYS: dict[str, tuple[str, ...]] = {
-    "model": ("network", "name"),
-    "model_kwargs": ("network", "kwargs"),
-    **{k: ("recipe", "optimizer", k) for k in ("lr", "lr_reference_batch", "weight_decay", "momentum")},
-    **{k: ("recipe", "optimizer", k) for k in ("weight_decay_on", "nesterov")},
-    "optimizer": ("recipe", "optimizer", "name"),
-    "lr_schedule": ("recipe", "schedule", "kind"),
-    "warmup_epochs": ("recipe", "schedule", "warmup_epochs"),
-    "lr_milestones": ("recipe", "schedule", "milestones"),
-    "lr_gamma": ("recipe", "schedule", "gamma"),
-    "min_lr_ratio": ("recipe", "schedule", "min_lr_ratio"),
-    **{k: ("recipe", "targets", k) for k in ("label_smoothing", "mixup_alpha", "cutmix_alpha")},
-    **{k: ("recipe", "targets", k) for k in ("mixup_prob", "mixup_switch_prob")},
-    **{k: ("recipe", "metrics", k) for k in ("ece_bins", "nll_average")},
-}
-
-
-def upgrade_flat_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A `model:` config in the grouped layout: flat keys of older run configs (`FLAT_KEYS`) moved into
-    `network` / `recipe`; a grouped config comes back as it was (copied)."""
-    config = dict(config)
-    if not set(config) & set(FLAT_KEYS):
-        return config
-    grouped: dict[str, Any] = {}
-    for key, value in config.items():
-        path = FLAT_KEYS.get(key, (key,))
-        node = grouped
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = {} if key == "model_kwargs" and value is None else value
-    return grouped
 
 
 class ImageClassifier(pl.LightningModule):

@@ -26,8 +26,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from torchmetrics import Metric
 
 from alternet_pl.errors import InputError, MissingInputError
+from alternet_pl.old_runs import upgrade_flat_config
 from alternet_pl.runs import ANALYSIS_DIR, CONFIG_FILE, METRICS_FILE, checkpoints_dir, run_dir_of_checkpoint
-from alternet_pl.training.module import upgrade_flat_config
 
 __all__ = [
     "LoaderPosition",
