@@ -275,3 +275,23 @@ def test_blockwise_hessian_on_torchvision_vit_matches_a_dense_block_hessian():
         with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no double backward
             dense = torch.autograd.functional.hessian(loss, flat)
         assert hess.block_top_eig[i] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_lesion_on_efficientnet_b0_drops_the_blocks_timm_marks_with_a_skip():
+    torch.manual_seed(0)
+    model = wake(timm.create_model("efficientnet_b0", num_classes=10)).eval()
+    data = _batches(64, n=1, size=2)
+    record = lesion.run(model, None, data, lesion.LesionOptions())
+    with_skip = ["blocks.1.1", "blocks.2.1", "blocks.3.1", "blocks.3.2", "blocks.4.1", "blocks.4.2"]
+    with_skip += ["blocks.5.1", "blocks.5.2", "blocks.5.3"]
+    assert record.layers == with_skip  # has_skip: same width, stride 1
+    firsts = ["blocks.0.0", *(f"blocks.{s}.0" for s in range(1, 7))]
+    assert record.skipped == [f"{n}: no residual path found" for n in firsts]
+    x = data[0][0]
+    tap = select_taps(model, ["blocks.3.1"], need_branch=True)["blocks.3.1"]
+    with torch.no_grad(), lesion.lesioned(tap):
+        got = model(x)
+    with torch.no_grad():
+        ref = _skipping(model, model.blocks[3][1], x)  # no activation after the sum: the identity
+    torch.testing.assert_close(got, ref)
