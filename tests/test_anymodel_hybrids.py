@@ -1,5 +1,5 @@
-"""Analyses on more models without `analysis_layers()`: timm EfficientNet, RegNet, MobileViT and
-CoAtNet, and torchvision's VisionTransformer (randomly initialised, small inputs).
+"""Analyses on more models without `analysis_layers()`: timm EfficientNet, RegNet, MobileViT, CoAtNet
+and MaxViT, and torchvision's VisionTransformer (randomly initialised, small inputs).
 
 As in `test_anymodel`: each model's points are a hand-written list (one per block, the right kind),
 and the Fourier / variance values equal the authors' formulas on features computed by running the
@@ -73,6 +73,16 @@ def coatnet_features(m, x):
     return out
 
 
+def maxvit_features(m, x):
+    x = m.stem(x)
+    out = {"stem": x}
+    for s, stage in enumerate(m.stages):
+        for i, blk in enumerate(stage.blocks):
+            x = blk(x)  # MBConv, block attention and grid attention: one hybrid block, one point
+            out[f"stages.{s}.blocks.{i}"] = x
+    return out
+
+
 def tv_vit_features(m, x):
     x = m._process_input(x)
     x = torch.cat([m.class_token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -124,6 +134,12 @@ MODELS = {
         64,
         coatnet_features,
         ["conv", "conv", "msa", "mlp", "msa", "mlp", "msa", "mlp"],  # stages 2 and 3 are attention
+    ),
+    "timm_test_maxvit": (
+        lambda: timm.create_model("test_maxvit", num_classes=10, img_size=64),
+        64,
+        maxvit_features,
+        ["msa"] * 4,
     ),
     "tv_vit": (tv_vit, 32, tv_vit_features, ["msa", "mlp", "msa", "mlp"]),
 }
