@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from alternet_pl.analysis.dist import all_gather_objects, check_same_batches, rank_and_world
 from alternet_pl.analysis.layers import DEFAULT_KINDS, model_layers, select_taps
+from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
@@ -27,6 +29,7 @@ from alternet_pl.models.taps import Tap
 
 __all__ = [
     "DEFAULT_KINDS",
+    "accuracies",
     "as_feature_map",
     "capture",
     "check_reached",
@@ -164,6 +167,26 @@ def map_batches(fn: Callable[[int, Any], Any], batches: Iterable, desc: str = ""
     local = [(i, fn(i, b)) for i, b in progress(mine, desc=desc)]
     gathered = [item for part in all_gather_objects(local) for item in part]
     return [r for _, r in sorted(gathered, key=lambda ir: ir[0])]
+
+
+def accuracies(
+    model: nn.Module,
+    batches: Iterable,
+    variants: Callable[[int, torch.Tensor], Iterable[torch.Tensor]],
+    desc: str = "",
+) -> np.ndarray:
+    """The accuracy over all `batches` of each logits tensor ``variants(i, images)`` yields for batch i, in
+    order (e.g. the clean model's, then one per lesioned branch or noise band): correct counts pooled over
+    the batches (`map_batches`: the same on one process and under DDP), eval mode, no grad."""
+
+    def one(i: int, batch) -> tuple[int, list[int]]:
+        x, y = batch[0], hard_labels(batch[1])
+        return x.shape[0], [int((logits.argmax(-1) == y).sum()) for logits in variants(i, x)]
+
+    with eval_mode(model), torch.no_grad():
+        parts = map_batches(one, batches, desc=desc)
+    total = sum(n for n, _ in parts)
+    return np.sum([c for _, c in parts], axis=0) / total
 
 
 def layer_kinds(model: nn.Module, names: Iterable[str]) -> list[str]:

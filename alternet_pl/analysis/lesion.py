@@ -14,13 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from alternet_pl.analysis.features import first_images, map_batches, normalized_depths, per_kind_mean
+from alternet_pl.analysis.features import accuracies, first_images, normalized_depths, per_kind_mean
 from alternet_pl.analysis.layers import model_layers, resolve_kind, select_taps
-from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.analysis.records import LesionRecord
 from alternet_pl.analysis.state import eval_mode
 from alternet_pl.errors import InputError
@@ -227,19 +225,13 @@ def lesion_accuracy(model: nn.Module, batches: Iterable, layers: Sequence[str] |
 
 
 def _accuracies(model: nn.Module, batches: Iterable, taps: Mapping[str, Tap]) -> LesionResult:
-    def one(i: int, batch) -> tuple[int, list[int]]:
-        x, y = batch[0], batch[1]
-        y = hard_labels(y)
-        correct = [int((model(x).argmax(-1) == y).sum())]
+    def logits(i: int, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        yield model(x)
         for tap in taps.values():
             with lesioned(tap):
-                correct.append(int((model(x).argmax(-1) == y).sum()))
-        return x.shape[0], correct
+                yield model(x)
 
-    with eval_mode(model), torch.no_grad():
-        parts = map_batches(one, batches, desc="lesion")
-    total = sum(n for n, _ in parts)
-    acc = np.sum([c for _, c in parts], axis=0) / total
+    acc = accuracies(model, batches, logits, desc="lesion")
     clean = float(acc[0])
     per = OrderedDict((name, float(a)) for name, a in zip(taps, acc[1:]))
     return LesionResult(clean, per, OrderedDict((n, clean - a) for n, a in per.items()))

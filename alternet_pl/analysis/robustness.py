@@ -14,7 +14,7 @@ CE_c = sum_s err(c, s) / sum_s err_base(c, s), mCE = mean_c CE_c (1.0 = as robus
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +24,9 @@ from torch import nn
 
 from alternet_pl.analysis.calibration import ECE_BINS, NLLAverage, calibration_counts, calibration_metrics
 from alternet_pl.analysis.dist import all_gather_objects, rank_and_world
-from alternet_pl.analysis.features import map_batches
+from alternet_pl.analysis.features import accuracies
 from alternet_pl.analysis.files import read_json
 from alternet_pl.analysis.freq import band_noise, check_freq
-from alternet_pl.analysis.loss import hard_labels
 from alternet_pl.analysis.progress import progress
 from alternet_pl.analysis.records import FreqNoiseRecord
 from alternet_pl.analysis.state import eval_mode
@@ -68,19 +67,13 @@ def frequency_noise_scan(
     if eps < 0:
         raise InputError(f"eps must be >= 0, got {eps}")
 
-    def one(i: int, batch) -> tuple[int, list[int]]:
-        x, y = batch[0], hard_labels(batch[1])
-        correct = [int((model(x).argmax(-1) == y).sum())]
+    def logits(i: int, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        yield model(x)
         for f in radians:  # the same seed for every band: one noise draw, band-limited per band
             gen = torch.Generator().manual_seed(_seed(seed, i))
-            noisy = x + band_noise(x.shape, f, width, eps, gen).to(device=x.device, dtype=x.dtype)
-            correct.append(int((model(noisy).argmax(-1) == y).sum()))
-        return x.shape[0], correct
+            yield model(x + band_noise(x.shape, f, width, eps, gen).to(device=x.device, dtype=x.dtype))
 
-    with eval_mode(model), torch.no_grad():
-        parts = map_batches(one, batches, desc="freq noise")
-    total = sum(n for n, _ in parts)
-    acc = np.sum([c for _, c in parts], axis=0) / total
+    acc = accuracies(model, batches, logits, desc="freq noise")
     delta = acc[1:] - acc[0]
     return {"freqs": np.asarray(freqs, float), "clean_acc": float(acc[0]), "acc": acc[1:], "delta": delta}
 

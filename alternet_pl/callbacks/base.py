@@ -106,6 +106,8 @@ class AnalysisCallback(pl.Callback):
     #: the analysis's frozen options (all that changes its result), for analyses written as
     #: `run(model, loss_fn, batches, options)`; None for callbacks that keep their options themselves
     options: Any = None
+    #: the analysis's ``run(model, loss_fn, batches, options) -> record`` (what the default `compute` calls)
+    run_analysis: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(
         self,
@@ -135,8 +137,12 @@ class AnalysisCallback(pl.Callback):
         batches: list,
         context: AnalysisContext,
     ) -> AnalysisRecord:
-        """Run the analysis on every rank and return the (rank-identical) record."""
-        raise NotImplementedError
+        """Run the analysis on every rank and return the (rank-identical) record: by default
+        `run_analysis` with `options` as they run on this module (`context.options`)."""
+        if type(self).run_analysis is None:
+            raise NotImplementedError(f"{type(self).__name__}: set run_analysis or override compute")
+        options = context.options if context.options is not None else self.run_options(context.module)
+        return type(self).run_analysis(model, loss_fn, batches, options)
 
     def plot(self, record: Any, context: AnalysisContext) -> dict[str, Any]:
         """Matplotlib figures from a record, {key: figure}; key "" is the main figure. Rank 0 only."""

@@ -7,10 +7,7 @@ Result: `HessianRecord`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
-
-from torch import nn
 
 from alternet_pl.analysis.hessian.options import (
     DensityOptions,
@@ -53,6 +50,7 @@ class HessianCallback(AnalysisCallback):
     """
 
     name = "hessian"
+    run_analysis = staticmethod(run)
 
     def __init__(
         self,
@@ -80,12 +78,6 @@ class HessianCallback(AnalysisCallback):
             cache_graph=cache_graph,
             seed=self.data.seed,
         )
-
-    def compute(
-        self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> HessianRecord:
-        options = context.options if context.options is not None else self.run_options(context.module)
-        return run(model, loss_fn, batches, options)
 
     def plot(self, record: HessianRecord, context: AnalysisContext) -> dict[str, Any]:
         figures: dict[str, Any] = {}

@@ -52,6 +52,7 @@ class LandscapeCallback(AnalysisCallback):
     """
 
     name = "landscape"
+    run_analysis = staticmethod(landscape_run)
 
     def __init__(
         self,
@@ -73,12 +74,6 @@ class LandscapeCallback(AnalysisCallback):
             weight_decay=weight_decay,
             seed=self.data.seed,
         )
-
-    def compute(
-        self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> LandscapeRecord:
-        options = context.options if context.options is not None else self.run_options(context.module)
-        return landscape_run(model, loss_fn, batches, options)
 
     def plot(self, record: LandscapeRecord, context: AnalysisContext) -> dict[str, Any]:
         x, loss, acc = record.coords, np.asarray(record.loss), np.asarray(record.acc)

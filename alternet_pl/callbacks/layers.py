@@ -8,7 +8,7 @@ training, and writes what ``run`` returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from alternet_pl.analysis import features
 from alternet_pl.analysis.layers import DEFAULT_KINDS, LayerOptions
-from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
+from alternet_pl.callbacks.base import AnalysisCallback
 from alternet_pl.callbacks.options import AnalysisData
 from alternet_pl.errors import InputError
 
@@ -56,9 +56,8 @@ class LayerAnalysisCallback(AnalysisCallback):
         schedule, log_images, strict: see `AnalysisCallback`.
     """
 
-    #: the analysis's options class and its ``run(model, loss_fn, batches, options)``
-    options_class: ClassVar[type[LayerOptions]] = LayerOptions
-    run_analysis: ClassVar[Callable[..., Any]]
+    #: the analysis's options class (``layers``, ``kinds``); its ``run`` is `run_analysis`
+    options_class: ClassVar[type[Any]] = LayerOptions
 
     def __init__(
         self,
@@ -68,7 +67,7 @@ class LayerAnalysisCallback(AnalysisCallback):
         **kwargs: Any,
     ) -> None:
         super().__init__(data=data, **kwargs)
-        kinds = dict(kinds) if isinstance(kinds, Mapping) else tuple(kinds)
+        kinds = dict(kinds) if isinstance(kinds, Mapping) else kinds if kinds is None else tuple(kinds)
         try:
             self.options = self.options_class(layers=None if layers is None else tuple(layers), kinds=kinds)
         except InputError as err:
@@ -92,6 +91,3 @@ class LayerAnalysisCallback(AnalysisCallback):
             self.options.select(model)
         except InputError as err:
             raise InputError(f"{type(self).__name__}: {err}; fix its `layers` / `kinds` option") from None
-
-    def compute(self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext) -> Any:
-        return type(self).run_analysis(model, loss_fn, batches, self.options)

@@ -7,16 +7,14 @@ the record's ``skipped``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
-from torch import nn
 
 from alternet_pl.analysis import lesion
 from alternet_pl.analysis.records import LesionRecord
-from alternet_pl.callbacks.base import AnalysisCallback, AnalysisContext
-from alternet_pl.callbacks.layers import json_settings
+from alternet_pl.callbacks.base import AnalysisContext
+from alternet_pl.callbacks.layers import LayerAnalysisCallback
 from alternet_pl.callbacks.options import AnalysisData
 from alternet_pl.errors import InputError
 from alternet_pl.plots import features as plots
@@ -24,7 +22,7 @@ from alternet_pl.plots import features as plots
 __all__ = ["LesionCallback"]
 
 
-class LesionCallback(AnalysisCallback):
+class LesionCallback(LayerAnalysisCallback):
     """Zero each residual branch in turn (the block becomes its shortcut) and measure accuracy.
 
     Args:
@@ -35,6 +33,8 @@ class LesionCallback(AnalysisCallback):
     """
 
     name = "lesion"
+    options_class = lesion.LesionOptions
+    run_analysis = staticmethod(lesion.run)
 
     def __init__(
         self,
@@ -43,21 +43,7 @@ class LesionCallback(AnalysisCallback):
         data: AnalysisData = AnalysisData(num_batches=8),
         **kwargs: Any,
     ) -> None:
-        super().__init__(data=data, **kwargs)
-        try:
-            self.options = lesion.LesionOptions(layers=None if layers is None else tuple(layers), kinds=kinds)
-        except InputError as err:
-            raise InputError(f"LesionCallback: {err}") from None
-
-    @property
-    def layers(self) -> list[str] | None:
-        return None if self.options.layers is None else list(self.options.layers)
-
-    def settings(self) -> dict[str, Any]:
-        extra = json_settings(self.options)
-        if extra["kinds"] is None:
-            del extra["kinds"]  # as before kinds existed: the same state key for old checkpoints
-        return {**super().settings(), **extra}
+        super().__init__(layers=layers, kinds=kinds, data=data, **kwargs)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check that the model has blocks to lesion before any training (raises `InputError`)."""
@@ -66,11 +52,6 @@ class LesionCallback(AnalysisCallback):
             lesion.lesionable(model, self.options)
         except InputError as err:
             raise InputError(f"LesionCallback: {err}; fix its `layers` option or leave lesion out") from None
-
-    def compute(
-        self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> LesionRecord:
-        return lesion.run(model, loss_fn, batches, self.options)
 
     def plot(self, record: LesionRecord, context: AnalysisContext) -> dict[str, Any]:
         return {

@@ -57,6 +57,7 @@ class FreqNoiseCallback(AnalysisCallback):
     """
 
     name = "freq_noise"
+    run_analysis = staticmethod(freq_noise_run)
 
     def __init__(
         self,
@@ -69,11 +70,6 @@ class FreqNoiseCallback(AnalysisCallback):
         self.options = FreqNoiseOptions(
             freqs=tuple(freqs), eps=float(eps), width=float(width), seed=self.data.seed
         )
-
-    def compute(
-        self, model: nn.Module, loss_fn: Callable, batches: list, context: AnalysisContext
-    ) -> FreqNoiseRecord:
-        return freq_noise_run(model, loss_fn, batches, self.options)
 
     def plot(self, record: FreqNoiseRecord, context: AnalysisContext) -> dict[str, Any]:
         return {"": plots.plot_freq_noise([(f"epoch {context.epoch}", record.freqs, record.delta)])}

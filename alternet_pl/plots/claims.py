@@ -80,14 +80,18 @@ def _paired(runs, analysis: str | None, first: str, second: str, value: Callable
     return out
 
 
+def _seedwise(pairs, combine: Callable[[float, float], float], pair: str) -> tuple[dict[int, float], str]:
+    """{seed: combine(a, b)} of `_paired` values, and the detail "seed s: <pair with a and b>; ..."
+    (`pair` a format string of ``a`` and ``b``)."""
+    values = {s: combine(a, b) for s, (a, b) in pairs.items()}
+    return values, "; ".join(f"seed {s}: " + pair.format(a=a, b=b) for s, (a, b) in pairs.items())
+
+
 def _accuracy(runs) -> list[Finding]:
     out = []
     for other, name in (("resnet", "ResNet"), ("vit", "ViT")):
         pairs = _paired(runs, None, "alternet", other, lambda r: r.best_metric("val/acc1", "max"))
-        values = {s: 100 * (a - b) for s, (a, b) in pairs.items()}
-        detail = "; ".join(
-            f"seed {s}: AlterNet {100 * a:.1f}%, {name} {100 * b:.1f}%" for s, (a, b) in pairs.items()
-        )
+        values, detail = _seedwise(pairs, lambda a, b: 100 * (a - b), f"AlterNet {{a:.1%}}, {name} {{b:.1%}}")
         out.append(
             make_finding(
                 f"accuracy_alternet_vs_{other}",
@@ -99,6 +103,11 @@ def _accuracy(runs) -> list[Finding]:
             )
         )
     return out
+
+
+def _log_ratio(a: float, b: float) -> float:
+    """log10(a / b), NaN unless both are positive."""
+    return math.log10(a / b) if a > 0 and b > 0 else math.nan
 
 
 def _spectrum(run: Run) -> np.ndarray | None:
@@ -135,8 +144,7 @@ def _hessian(runs) -> list[Finding]:
         detail,
     )
     pairs = _paired(runs, "hessian", "resnet", "vit", lambda r: _top_median(r))
-    values = {s: math.log10(a / b) if a > 0 and b > 0 else math.nan for s, (a, b) in pairs.items()}
-    detail = "; ".join(f"seed {s}: ResNet {a:.3g}, ViT {b:.3g}" for s, (a, b) in pairs.items())
+    values, detail = _seedwise(pairs, _log_ratio, "ResNet {a:.3g}, ViT {b:.3g}")
     top = make_finding(
         "hessian_top_resnet_vs_vit",
         fig,
@@ -162,8 +170,7 @@ def _landscape(runs) -> list[Finding]:
     out = []
     for other, name, norm in (("vit", "ViT", "LayerNorm"), ("alternet", "AlterNet", "BatchNorm + MSA")):
         pairs = _paired(runs, "landscape", "resnet", other, _edge)
-        values = {s: math.log10(a / b) if a > 0 and b > 0 else math.nan for s, (a, b) in pairs.items()}
-        detail = "; ".join(f"seed {s}: ResNet {a:.3g}, {name} {b:.3g}" for s, (a, b) in pairs.items())
+        values, detail = _seedwise(pairs, _log_ratio, f"ResNet {{a:.3g}}, {name} {{b:.3g}}")
         why = ""
         if pairs:
             res = np.mean([a for a, _ in pairs.values()])
@@ -197,8 +204,7 @@ def _freq_noise(runs) -> list[Finding]:
         return 100 * _band_mean(run.record("freq_noise"), 0.7, 1.0)
 
     pairs = _paired(runs, "freq_noise", "vit", "resnet", high)
-    values = {s: a - b for s, (a, b) in pairs.items()}
-    detail = "; ".join(f"seed {s}: ViT {a:+.1f}, ResNet {b:+.1f} points" for s, (a, b) in pairs.items())
+    values, detail = _seedwise(pairs, lambda a, b: a - b, "ViT {a:+.1f}, ResNet {b:+.1f} points")
     return [
         make_finding(
             "freq_noise_high_vit_vs_resnet",
@@ -244,8 +250,7 @@ def _corruption(runs) -> list[Finding]:
         return 100 * run.record("corruption").mean_corruption_error
 
     pairs = _paired(runs, "corruption", "resnet", "alternet", err)
-    values = {s: a - b for s, (a, b) in pairs.items()}
-    detail = "; ".join(f"seed {s}: ResNet {a:.1f}%, AlterNet {b:.1f}%" for s, (a, b) in pairs.items())
+    values, detail = _seedwise(pairs, lambda a, b: a - b, "ResNet {a:.1f}%, AlterNet {b:.1f}%")
     return [
         make_finding(
             "corruption_alternet_vs_resnet",

@@ -14,9 +14,28 @@ import numpy as np
 
 from alternet_pl.plots import KIND_STYLE
 
+__all__ = [
+    "kind_markers",
+    "load_freq_noise_runs",
+    "plot_by_depth",
+    "plot_corruption",
+    "plot_fourier",
+    "plot_freq_noise",
+    "scatter_by_kind",
+]
 
-def scatter_by_kind(ax, depths: Sequence[float], values: Sequence[float], kinds: Sequence[str]) -> None:
-    ax.plot(depths, values, color="0.75", lw=1, zorder=1)
+
+def kind_markers(
+    ax,
+    depths: Sequence[float],
+    values: Sequence[float],
+    kinds: Sequence[str],
+    line_color: str = "0.75",
+    line_alpha: float | None = None,
+    size: float = 28,
+) -> None:
+    """A thin line through the points and a marker per point in its block kind's style (`KIND_STYLE`)."""
+    ax.plot(depths, values, color=line_color, lw=1, alpha=line_alpha, zorder=1)
     for kind in dict.fromkeys(kinds):
         idx = [i for i, k in enumerate(kinds) if k == kind]
         color, marker, label = KIND_STYLE.get(kind, ("0.3", "o", kind))
@@ -27,8 +46,12 @@ def scatter_by_kind(ax, depths: Sequence[float], values: Sequence[float], kinds:
             marker=marker,
             label=label,
             zorder=2,
-            s=28,
+            s=size,
         )
+
+
+def scatter_by_kind(ax, depths: Sequence[float], values: Sequence[float], kinds: Sequence[str]) -> None:
+    kind_markers(ax, depths, values, kinds)
     ax.set_xlabel("Normalized depth")
     ax.set_xlim(-0.02, 1.02)
     ax.legend(frameon=False, fontsize=8)

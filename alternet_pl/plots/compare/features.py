@@ -14,6 +14,7 @@ from alternet_pl.plots.compare.common import (
     _thin_ticks,
     _title,
 )
+from alternet_pl.plots.features import kind_markers
 from alternet_pl.plots.rundata import Run
 
 __all__ = ["depth_figure", "fourier_figure", "lesion_figure", "variance_figure"]
@@ -54,22 +55,6 @@ _DEPTH = {
 }
 
 
-def _scatter_kinds(ax, depth, values, kinds, line_color: str) -> None:
-    ax.plot(depth, values, color=line_color, lw=1, alpha=0.5, zorder=1)
-    for kind in dict.fromkeys(kinds):
-        idx = [i for i, k in enumerate(kinds) if k == kind]
-        colour, marker, label = KIND_STYLE.get(kind, ("0.3", "o", kind))
-        ax.scatter(
-            [depth[i] for i in idx],
-            [values[i] for i in idx],
-            c=colour,
-            marker=marker,
-            s=26,
-            label=label,
-            zorder=2,
-        )
-
-
 def depth_figure(runs: Sequence[Run], analysis: str) -> ComparisonFigure | None:
     """One panel per run of an analysis's per-layer value against normalised depth (markers by block
     kind, the line in the model's colour), all panels on one y scale. `analysis`: fourier, variance
@@ -84,7 +69,7 @@ def depth_figure(runs: Sequence[Run], analysis: str) -> ComparisonFigure | None:
         return None
     fig, axes = _panels(len(found), sharey=True)
     for ax, (run, depth, values, kinds) in zip(axes, found):
-        _scatter_kinds(ax, depth, values, kinds, run.color)
+        kind_markers(ax, depth, values, kinds, run.color, line_alpha=0.5, size=26)
         if logy:
             ax.set_yscale("log")
         if analysis != "variance":
