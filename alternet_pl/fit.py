@@ -332,6 +332,12 @@ def main(args: list[str] | None = None) -> AlternetCLI:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # ImageDataModule's training loader resumes mid-epoch through LoaderPosition, which Lightning cannot see
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+    # a resume goes on in its own run directory, where its checkpoints already are
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    # Lightning's result collection builds torch's deprecated LeafSpec every step (harmless, theirs to fix)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     owns_env = RUN_DIR_ENV not in os.environ
     new_runs: list[Path] = []
     cli = None

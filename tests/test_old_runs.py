@@ -176,6 +176,7 @@ def test_an_old_run_resumes_from_its_own_config_and_goes_on_as_if_never_stopped(
         old, "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")
     )
     assert "written before the recipe groups" in resumed.stderr
+    assert "exists and is not empty" not in resumed.stderr  # a resume goes on in its own run directory
     assert sorted(p.name for p in (old / "quickstart").iterdir()) == ["version_0"]  # the same run folder
     a = load_checkpoint(whole / "quickstart" / "version_0" / "checkpoints" / "last.ckpt")
     b = load_checkpoint(run / "checkpoints" / "last.ckpt")
