@@ -17,6 +17,7 @@ files under `runs/models/<NAME>/`).
 `--data` is cifar10, cifar100, imagenet, imagefolder, synthetic or a YAML file with a `data:` section (e.g.
 configs/data/cifar100.yaml); `--data_root` sets its root. `--analyses_from FILE` takes the analyses'
 defaults from a file's `analyses:` entries (e.g. configs/analysis/paper.yaml), as a run config would.
+`--devices N` (or torchrun / srun) splits the work over N ranks; the records are one process's (`launch`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import instantiate_class
 
+from alternet_pl.analysis.dist import rank_and_world
 from alternet_pl.callbacks import AnalysisCallback, AnalysisList
 from alternet_pl.checks import (
     build_from_run_config,
@@ -48,6 +50,7 @@ from alternet_pl.errors import (
     environment_error,
     run_command,
 )
+from alternet_pl.launch import add_rank_arguments, on_ranks, plan_ranks
 from alternet_pl.models.official import OFFICIAL_LAYOUTS, load_official
 from alternet_pl.registry import ANALYSES, closest, import_object, name_of_class_path
 from alternet_pl.runs import (
@@ -167,6 +170,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--device", type=str | None, default=None, help="cpu or cuda (default: cuda when available)"
     )
+    add_rank_arguments(parser)  # --devices, --num_nodes
     for name, entry in ANALYSES.items():
         parser.add_class_arguments(import_object(entry.callback), name, sub_configs=True)
     return parser
@@ -310,6 +314,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     callbacks = instantiate_analyses(analysis_entries(cfg.analysis, defaults, flags))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
+    plan = plan_ranks(cfg.get("devices"), cfg.get("num_nodes"), device)
     if model_name is not None:
         module, datamodule, out_dir, checkpoint_epoch, ckpt_stem = _model_setup(cfg)
     elif official is not None:
@@ -331,11 +336,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         ckpt_stem = ckpt.stem
         out_dir = Path(cfg.get("out_dir") or analysis_root_of_checkpoint(ckpt))
     check_writable(out_dir)
-    module.to(device).eval()
     stem = result_stem(checkpoint_epoch, checkpoint=ckpt_stem)
-    return run_analyses(
-        dict(zip(cfg.analysis, callbacks)), module, datamodule, out_dir, checkpoint_epoch, stem
-    )
+    with on_ranks(plan, device, module):  # every check above ran before any other process started
+        return run_analyses(
+            dict(zip(cfg.analysis, callbacks)), module, datamodule, out_dir, checkpoint_epoch, stem
+        )
 
 
 def _model_setup(cfg: Any) -> tuple[Any, Any, Path, int, str]:
@@ -366,22 +371,26 @@ def run_analyses(
     epoch: int,
     stem: str,
 ) -> dict[str, Any]:
-    """Run each analysis; a failure writes its error record and the others still run.
-
-    Returns {name: record}. Raises `AnalysisFailed` (exit 3) naming every failed one at the end.
+    """Run each analysis (on every rank; rank 0 writes and prints); a failure writes its error record
+    and the others still run. Returns {name: record}. Raises `AnalysisFailed` (exit 3) naming every
+    failed one at the end; on several ranks at the first (the others may wait for it in a collective).
     """
     results, failed = {}, []
+    rank, world = rank_and_world()
     for name, callback in callbacks.items():
         try:
             results[name] = callback.run(module, datamodule, out_dir, epoch=epoch, stem=stem)
         except Exception as err:  # noqa: BLE001  (recorded beside the results, then reported)
             if environment_error(err):  # a full disk: no error record can be written either
                 raise
-            record = write_error_record(out_dir, name, stem, epoch, err)
+            record = write_error_record(out_dir, name, stem, epoch, err) if rank == 0 else None
             failed.append(f"{name} ({' '.join(str(err).split())[:300]}; error record: {record})")
+            if world > 1:
+                raise AnalysisFailed(f"rank {rank}: {failed[0]}") from err
             print(f"{name}: FAILED, error record {record}", flush=True)
             continue
-        print(f"{name}: {analysis_dir(out_dir, name) / stem}.*  {results[name].scalars()}", flush=True)
+        if rank == 0:
+            print(f"{name}: {analysis_dir(out_dir, name) / stem}.*  {results[name].scalars()}", flush=True)
     if failed:
         raise AnalysisFailed(f"{len(failed)} of {len(callbacks)} analyses failed: " + "; ".join(failed))
     return results
