@@ -113,8 +113,9 @@ def test_analyze_on_two_gloo_ranks_writes_the_records_of_one_process(tmp_path):
 
     Hessian: rel 1e-10. Each product sums the batches' HVPs on two ranks and then over ranks, where one
     process sums them in one order: float64 rounding (1e-16) that 12 Lanczos steps amplify a little
-    (measured ~1e-15). Landscape: rel 1e-12, in effect exact: each cell is computed whole by one rank
-    with the same operations as in one process, and gathered.
+    (measured: eigenvalues 7e-16, block-wise 1.3e-15, the small residuals 4e-14). Landscape: rel 1e-12,
+    in effect exact (measured 0): each cell is computed whole by one rank with the same operations as
+    in one process, and gathered. torchrun's 2 ranks: the landscape, to the same 1e-12.
     """
     import timm
 
@@ -125,18 +126,26 @@ def test_analyze_on_two_gloo_ranks_writes_the_records_of_one_process(tmp_path):
     model = ["--model", "vit_cifar_micro", "--model_kwargs", '{"num_classes": 10}', "--weights"]
     common = [*model, str(tmp_path / "w.pt"), "--data", "synthetic", "--device", "cpu", *ANALYSES]
     env = launcher_free_env(OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
+    analyze = [sys.executable, "-m", "alternet_pl.analyze", *common]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    commands = {  # torchrun: the landscape only (its start is what differs), --devices from its variables
+        1: [*analyze, "--devices", "1"],
+        2: [*analyze, "--devices", "2"],
+        "torchrun": [*torchrun, "-m", "alternet_pl.analyze", *common, "--analysis", "landscape"],
+    }
     runs = {}
-    for devices in (1, 2):
-        out = tmp_path / f"devices{devices}"
-        cmd = [sys.executable, "-m", "alternet_pl.analyze", *common, "--devices", str(devices)]
+    for key, cmd in commands.items():
+        out = tmp_path / f"devices_{key}"
         done = subprocess.run(
             [*cmd, "--out_dir", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        runs[devices] = out
+        runs[key] = out
         # rank 0 alone prints its lines and writes its files
         printed = [line.split(":")[0] for line in done.stdout.splitlines()]
-        assert (printed.count("hessian"), printed.count("landscape")) == (1, 1), done.stdout
+        assert (printed.count("hessian"), printed.count("landscape")) == (int(key != "torchrun"), 1), (
+            done.stdout
+        )
     from alternet_pl.analysis.records import load_record
 
     for name, rel in (("hessian", 1e-10), ("landscape", 1e-12)):
@@ -145,5 +154,10 @@ def test_analyze_on_two_gloo_ranks_writes_the_records_of_one_process(tmp_path):
         assert json.loads(two[0].read_text())["world_size"] == 2
         assert json.loads(one[0].read_text())["world_size"] == 1
         _assert_same_numbers(load_record(one[0]), load_record(two[0]), rel)
+    one, torchrun_files = (
+        sorted((runs[k] / "analysis" / "landscape").glob("*.json")) for k in (1, "torchrun")
+    )
+    assert json.loads(torchrun_files[0].read_text())["world_size"] == 2
+    _assert_same_numbers(load_record(one[0]), load_record(torchrun_files[0]), 1e-12)
     hessian = load_record(runs[2] / "analysis" / "hessian" / "w-epoch=000.json")
     assert len(hessian.eigenvalues) == 2 and len(hessian.block_top_eig) >= 4  # what was compared
