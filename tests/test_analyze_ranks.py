@@ -161,3 +161,52 @@ def test_analyze_on_two_gloo_ranks_writes_the_records_of_one_process(tmp_path):
     _assert_same_numbers(load_record(one[0]), load_record(torchrun_files[0]), 1e-12)
     hessian = load_record(runs[2] / "analysis" / "hessian" / "w-epoch=000.json")
     assert len(hessian.eigenvalues) == 2 and len(hessian.block_top_eig) >= 4  # what was compared
+
+
+def _one_batch_analyses() -> tuple:
+    """The Hessian (float64: extremes, trace, density, per-batch spectrum) of ONE batch and the
+    landscape of TWO cells, of a small MLP: less work than 3 ranks can share."""
+    from alternet_pl.analysis.hessian.options import HessianOptions, SpectrumOptions
+    from alternet_pl.analysis.hessian.run import run as hessian_run
+    from alternet_pl.analysis.landscape.run import LandscapeOptions
+    from alternet_pl.analysis.landscape.run import run as landscape_run
+    from alternet_pl.analysis.loss import cross_entropy_loss
+    from tests.conftest import make_batches, make_mlp
+
+    model, batches = make_mlp(), make_batches((4,), sizes=(5,))
+    spectrum = SpectrumOptions(enabled=True, k=1, which="LA")
+    hessian = hessian_run(
+        model, cross_entropy_loss, batches, HessianOptions(spectrum=spectrum, dtype="float64")
+    )
+    landscape = landscape_run(model, cross_entropy_loss, batches, LandscapeOptions(steps=2, dims=1))
+    return hessian, landscape
+
+
+def _on_a_rank_of_three() -> dict:
+    """Rank 0's weights after `share_rank_zero_state` (each rank draws its own first), and
+    `_one_batch_analyses` (ranks 1 and 2 hold no Hessian batch, rank 2 no landscape cell)."""
+    import torch.distributed as dist
+
+    from alternet_pl.launch import share_rank_zero_state
+
+    drawn = torch.nn.Linear(3, 2)
+    torch.nn.init.normal_(drawn.weight, generator=torch.Generator().manual_seed(dist.get_rank()))
+    share_rank_zero_state(drawn)
+    hessian, landscape = _one_batch_analyses()
+    return {"weight": drawn.weight.detach().clone(), "hessian": hessian, "landscape": landscape}
+
+
+@pytest.mark.slow
+def test_ranks_share_rank_zero_weights_and_ranks_without_work_change_nothing():
+    """Random weights (`--model` without `--weights`) are rank 0's on every rank; more ranks than
+    Hessian batches or landscape cells is fine (an idle rank adds zero to each product and gathers
+    no cell), so `analyze` does not refuse it."""
+    from tests.distributed import run_distributed
+
+    ranks = run_distributed(_on_a_rank_of_three, world_size=3)
+    rank_zero = torch.nn.init.normal_(torch.empty(2, 3), generator=torch.Generator().manual_seed(0))
+    hessian, landscape = _one_batch_analyses()
+    for out in ranks:
+        torch.testing.assert_close(out["weight"], rank_zero, rtol=0, atol=0)
+        _assert_same_numbers(hessian, out["hessian"], 1e-12)
+        _assert_same_numbers(landscape, out["landscape"], 0.0)
