@@ -371,9 +371,9 @@ def run_analyses(
     epoch: int,
     stem: str,
 ) -> dict[str, Any]:
-    """Run each analysis (on every rank; rank 0 writes and prints); a failure writes its error record
-    and the others still run. Returns {name: record}. Raises `AnalysisFailed` (exit 3) naming every
-    failed one at the end; on several ranks at the first (the others may wait for it in a collective).
+    """Run each analysis on every rank (rank 0 writes and prints); a failure writes its error record (the
+    failing ranks do) and the others still run. Returns {name: record}. Raises `AnalysisFailed` (exit 3)
+    naming every failed one at the end; on several ranks at the first (others may wait in a collective).
     """
     results, failed = {}, []
     rank, world = rank_and_world()
@@ -383,7 +383,7 @@ def run_analyses(
         except Exception as err:  # noqa: BLE001  (recorded beside the results, then reported)
             if environment_error(err):  # a full disk: no error record can be written either
                 raise
-            record = write_error_record(out_dir, name, stem, epoch, err) if rank == 0 else None
+            record = write_error_record(out_dir, name, stem, epoch, err)  # by each rank that failed
             failed.append(f"{name} ({' '.join(str(err).split())[:300]}; error record: {record})")
             if world > 1:
                 raise AnalysisFailed(f"rank {rank}: {failed[0]}") from err

@@ -210,3 +210,27 @@ def test_ranks_share_rank_zero_weights_and_ranks_without_work_change_nothing():
         torch.testing.assert_close(out["weight"], rank_zero, rtol=0, atol=0)
         _assert_same_numbers(hessian, out["hessian"], 1e-12)
         _assert_same_numbers(landscape, out["landscape"], 0.0)
+
+
+@pytest.mark.slow
+def test_a_failed_analysis_on_two_ranks_ends_the_command_with_its_error_record(tmp_path):
+    """NaN weights: both ranks refuse the landscape before any collective; the command ends (no rank
+    left waiting) with exit 3, the error record, no result and the next analysis not started."""
+    import timm
+
+    import alternet_pl.models  # noqa: F401
+
+    state = timm.create_model("vit_cifar_micro", num_classes=10).state_dict()
+    state["cls_token"] = torch.full_like(state["cls_token"], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "alternet_pl.analyze", "--model", "vit_cifar_micro", "--model_kwargs"]
+    cmd += ['{"num_classes": 10}', "--weights", str(tmp_path / "nan.pt"), "--data", "synthetic"]
+    cmd += ["--device", "cpu", "--devices", "2", "--analysis", "landscape", "fourier", "--out_dir", str(out)]
+    env = launcher_free_env(OMP_NUM_THREADS="1", JSONARGPARSE_DEPRECATION_WARNINGS="off")
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "rank 0: landscape (the weights hold NaN/Inf" in done.stderr
+    record = json.loads((out / "analysis" / "landscape" / "nan-epoch=000.error.json").read_text())
+    assert record["kind"] == "nonfinite"
+    assert sorted(p.name for p in (out / "analysis").rglob("*.json")) == ["nan-epoch=000.error.json"]
