@@ -47,6 +47,7 @@ from alternet_pl.training import resume
 from alternet_pl.training.checkpoints import LastCheckpoint, SafeCheckpointIO, load_checkpoint
 from alternet_pl.training.guards import NonFiniteLossGuard
 from alternet_pl.training.module import configured_classifier
+from alternet_pl.training.requeue import RequeueAtBatchEnd
 from alternet_pl.training.scaling import ScaleReport, Scaling, config_world_size, device_batch_size
 from alternet_pl.training.sync_batchnorm import GlobalBatchNormSync
 
@@ -240,7 +241,7 @@ class AlternetCLI(LightningCLI):
         if self.datamodule is not None and hasattr(self.datamodule, "scaling"):
             self.datamodule.scaling = scaling
         callbacks += [ScaleReport(scaling), NonFiniteLossGuard(), resume.RNGStates()]
-        callbacks += [resume.MetricsRowCount()]
+        callbacks += [resume.MetricsRowCount(), RequeueAtBatchEnd()]  # SLURM's signal: save at a batch end
         callbacks += [resume.LoaderPosition(), resume.MetricStates()]
         callbacks += list(self.config_init.get("analyses") or [])
         plugins = _as_list(trainer_config.get("plugins"))

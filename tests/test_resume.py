@@ -189,12 +189,8 @@ def _records(run: Path) -> dict[str, dict]:
     return found
 
 
-def assert_same_run(whole: Path, resumed: Path, rows_known_to_differ: str = "") -> None:
-    """Bit for bit: final weights, optimizer state, loop position, analysis records, metrics.csv.
-
-    `rows_known_to_differ`: a known, open bug in the metrics.csv rows (the test is marked xfail with it
-    when, and only when, the rows differ; everything else is still asserted first).
-    """
+def assert_same_run(whole: Path, resumed: Path) -> None:
+    """Bit for bit: final weights, optimizer state, loop position, analysis records, metrics.csv."""
     a = load_checkpoint(whole / "checkpoints" / "last.ckpt")
     b = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
     assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]) == (12, 2)
@@ -211,9 +207,10 @@ def assert_same_run(whole: Path, resumed: Path, rows_known_to_differ: str = "") 
     for name, record in records.items():
         for key, value in record.items():
             assert value == again[name].get(key), (name, key, value, again[name].get(key))
-    if rows_known_to_differ and _rows(whole) != _rows(resumed):
-        pytest.xfail(rows_known_to_differ)
-    assert _rows(whole) == _rows(resumed)
+    rows, rows_again = _rows(whole), _rows(resumed)
+    assert len(rows) == len(rows_again)
+    for index, (row, row_again) in enumerate(zip(rows, rows_again)):
+        assert row == row_again, index
 
 
 @pytest.mark.slow
@@ -245,17 +242,38 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
         assert x == y, name  # the trajectory's path uses every snapshot, kept across the kill
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_with_analyses(tmp_path_factory) -> Path:
+    """One run never interrupted (the SLURM cases compare with it; the loader reads the same batches
+    with any number of workers, so one reference serves num_workers 0 and 2)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    analyses = root / "analyses.yaml"
+    analyses.write_text(ANALYSES)
+    _fit(root / "runs", "--config", str(analyses))
+    return root / "runs" / "quickstart" / "version_0"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 2])
-def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_path, workers):
-    """SIGUSR1 under a (simulated) SLURM job: Lightning writes hpc_ckpt_1.ckpt and calls
-    `scontrol requeue <job>` (a stand-in that records the call and kills the job, as SLURM does);
-    the requeued start with the same job id and `--ckpt_path last` finishes the run in job_<id>/,
-    bit-identical to a run never interrupted (the checkpoint is written mid-epoch, at step 6 of 12)."""
+@pytest.mark.parametrize(
+    ("workers", "step", "position"),
+    [
+        (0, 6, {"epoch": 1, "batches": 2}),  # the 2nd of epoch 2's 4 batches
+        (2, 6, {"epoch": 1, "batches": 2}),
+        (0, 8, {"epoch": 2, "batches": 0}),  # epoch 2's last batch: saved after its validation and analyses
+    ],
+)
+def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(
+    tmp_path, uninterrupted_with_analyses, workers, step, position
+):
+    """SIGUSR1 under a (simulated) SLURM job, sent in the batch hooks of global step `step` (where
+    Lightning's own handler would save before the step's metrics row is logged): `hpc_ckpt_1.ckpt` is
+    written at the batch's end, or at the epoch's end for an epoch's last batch, then `scontrol requeue
+    <job>` (a stand-in that records the call and kills the job, as SLURM does) runs when the next batch
+    starts; the requeued start with the same job id and `--ckpt_path last` finishes the run in
+    job_<id>/, bit-identical to a run never interrupted, metrics.csv included."""
     analyses = tmp_path / "analyses.yaml"
     analyses.write_text(ANALYSES)
     flags = ("--config", str(analyses), f"--data.init_args.num_workers={workers}")
-    _fit(tmp_path / "whole", *flags)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol.log"
@@ -293,24 +311,18 @@ def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(tmp_pa
         assert done.returncode == expect, done.stderr[-3000:]
         return done
 
-    fit("--trainer.callbacks+=tests.faults.SignalAtStep", "--trainer.callbacks.step=6", expect=-9)
+    fit("--trainer.callbacks+=tests.faults.SignalAtStep", f"--trainer.callbacks.step={step}", expect=-9)
     run = runs / "quickstart" / "job_4242"
     assert calls.read_text().split() == ["requeue", "4242"]
     hpc = load_checkpoint(run / "hpc_ckpt_1.ckpt")
-    assert hpc["global_step"] == 6 and hpc["callbacks"]["LoaderPosition"] == {"epoch": 1, "batches": 2}
+    assert hpc["global_step"] == step and hpc["callbacks"]["LoaderPosition"] == position
     fit(expect=0)
     assert sorted(p.name for p in (runs / "quickstart").iterdir()) == ["job_4242"]
     final = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert (final["global_step"], final["epoch"]) == (12, 2)
     steps = [int(r["step"]) for r in _rows(run) if r.get("train/loss_step")]
-    assert steps == sorted(set(steps)) and steps[-1] == 11  # no step logged twice, none after the end
-    assert_same_run(
-        tmp_path / "whole" / "quickstart" / "version_0",
-        run,
-        rows_known_to_differ="open bug (issue 21): after SLURM's mid-batch hpc checkpoint one "
-        "metrics.csv row differs from the uninterrupted run; weights, optimizer state and analysis "
-        "records are identical",
-    )
+    assert steps == list(range(12))  # every step logged once, the signalled one included
+    assert_same_run(uninterrupted_with_analyses, run)
 
 
 @pytest.mark.slow
