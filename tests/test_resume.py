@@ -326,6 +326,28 @@ def test_slurm_warning_signal_saves_requeues_and_the_requeued_job_resumes(
 
 
 @pytest.mark.slow
+def test_end_of_fit_analyses_a_kill_interrupted_run_on_resume(tmp_path, uninterrupted_with_analyses):
+    """Killed when training ended, before its end-of-fit analysis (the trajectory) ran: `last.ckpt`
+    holds the finished training, so Lightning does no more; `fit --ckpt_path last` runs the analysis
+    (`resume.finish_fit_end_analyses`) and the run equals the uninterrupted one (records and rows)."""
+    analyses = tmp_path / "analyses.yaml"
+    analyses.write_text(ANALYSES)
+    broken = tmp_path / "broken"
+    kill = "--trainer.callbacks+=tests.faults.KillAtTrainEnd"
+    killed = _fit(broken, "--config", str(analyses), kill, expect=-9)
+    run = broken / "quickstart" / "version_0"
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 12, killed.stderr[-2000:]
+    assert sorted(_records(run)) == [
+        "fourier/epoch=001.json",
+        "fourier/epoch=002.json",
+        "fourier/epoch=003.json",
+    ]
+    _fit(broken, "--config", str(analyses), "--ckpt_path=last")
+    assert sorted(p.name for p in (broken / "quickstart").iterdir()) == ["version_0"]
+    assert_same_run(uninterrupted_with_analyses, run)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_sigkill_right_after_a_mid_epoch_step_checkpoint_resumes_bit_identical(tmp_path, workers):
     """`--checkpoint_every_n_steps 3` (4 steps an epoch): killed right after the step-9 checkpoint,
