@@ -377,6 +377,33 @@ def test_sigkill_right_after_a_mid_epoch_step_checkpoint_resumes_bit_identical(t
     assert_same_run(whole / "quickstart" / "version_0", run)
 
 
+@pytest.mark.slow
+def test_ddp_sigkill_after_a_mid_epoch_step_checkpoint_resumes_bit_identical(tmp_path):
+    """2 gloo processes on the CPU (8 images a rank a step): killed right after the step-9 checkpoint,
+    one batch into the last epoch; the resumed 2-process run equals the uninterrupted one. Each rank
+    reads its own share from the saved position and keeps its own torchmetrics sums (`MetricStates`),
+    so the last epoch's averages, synchronised over both ranks, span the restart."""
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    analyses = tmp_path / "analyses.yaml"
+    analyses.write_text(ANALYSES)
+    ddp = ("--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu")
+    flags = ("--config", str(analyses), "--checkpoint_every_n_steps=3", *ddp)
+    _fit(whole, *flags)
+    kill = (
+        "--trainer.callbacks+=tests.faults.KillAtStep",
+        "--trainer.callbacks.step=9",
+        "--trainer.callbacks.after_checkpoint=true",
+    )
+    _fit(broken, *flags, *kill, expect=-9)
+    run = broken / "quickstart" / "version_0"
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 9 and ckpt["callbacks"]["LoaderPosition"] == {"epoch": 2, "batches": 1}
+    assert ckpt["callbacks"]["MetricStates"]["train_loss"]["ranks"] == 2
+    _fit(broken, *flags, "--ckpt_path=last")
+    assert sorted(p.name for p in (broken / "quickstart").iterdir()) == ["version_0"]
+    assert_same_run(whole / "quickstart" / "version_0", run)
+
+
 def _fit_in_process(runs: Path, capsys, *extra: str) -> tuple[int, str]:
     from alternet_pl import fit
     from alternet_pl.errors import run_command

@@ -2,7 +2,7 @@
 
 `fit --ckpt_path last` goes on in the run it names (`--version`, else the SLURM job's folder, else
 the experiment's newest `version_N`) from its newest checkpoint (`checkpoints/last.ckpt` or the
-`hpc_ckpt_N.ckpt` Lightning writes on SLURM's warning signal); `--ckpt_path PATH` goes on in the
+`hpc_ckpt_N.ckpt` written on SLURM's warning signal); `--ckpt_path PATH` goes on in the
 run that holds PATH. Besides what Lightning restores (weights, optimizer, schedule, loop counters,
 callback states), `RNGStates` restores the global random generators, so a resumed run draws the
 same augmentations, dropout and data order as one never interrupted, and `ResumingCSVLogger`
@@ -48,7 +48,7 @@ __all__ = [
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written of `checkpoints/last.ckpt` and Lightning's `hpc_ckpt_N.ckpt`."""
+    """The most recently written of `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` of SLURM requeues."""
     found = [
         p for p in [checkpoints_dir(run_dir) / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()
     ]
@@ -351,7 +351,7 @@ class MetricStates(pl.Callback):
 
     An epoch's logged averages (`train/loss_epoch`, `train/acc1`) accumulate in torchmetrics objects
     whose states are not part of the module's state_dict; without them a run resumed mid-epoch
-    would average only the batches read after the restart.
+    would average only the batches read after the restart. Under DDP each rank keeps its own sums.
     """
 
     def __init__(self) -> None:
@@ -377,19 +377,24 @@ class MetricStates(pl.Callback):
         saved: dict[str, Any] = {}
         if self._ended:  # the finished epoch's sums were logged; the next epoch starts from zero
             return saved
+        world = self._trainer.world_size if self._trainer is not None else 1
         for name, metric in self._metrics().items():
             states = {k: getattr(metric, k) for k in metric._defaults}
-            if all(isinstance(v, torch.Tensor) for v in states.values()):
-                saved[name] = {"update_count": int(metric._update_count), "states": states}
+            if not all(isinstance(v, torch.Tensor) for v in states.values()):
+                continue
+            if world > 1:  # each rank's own sums, as [rank, ...] (every rank builds the checkpoint)
+                states = {k: self._trainer.strategy.all_gather(v.detach()) for k, v in states.items()}
+            saved[name] = {"update_count": int(metric._update_count), "states": states, "ranks": world}
         return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         metrics = self._metrics()
+        rank, world = (self._trainer.global_rank, self._trainer.world_size) if self._trainer else (0, 1)
         for name, saved in state_dict.items():
             metric = metrics.get(name)
-            if metric is None:
-                continue
+            if metric is None or int(saved.get("ranks", 1)) != world:
+                continue  # another number of processes: the resumed epoch averages its own batches
             for key, value in saved["states"].items():
-                setattr(metric, key, value.to(getattr(metric, key).device))
+                setattr(metric, key, (value[rank] if world > 1 else value).to(getattr(metric, key).device))
             metric._update_count = int(saved["update_count"])
             metric._computed = None
