@@ -1,11 +1,13 @@
 """Resume: a run killed (SIGKILL) and resumed from its last checkpoint, written at an epoch end, after a
-mid-epoch step (`--checkpoint_every_n_steps`) or on SLURM's warning signal, ends bit-identical to one
-that was never interrupted (weights, optimizer state, metrics.csv, analysis records), with
-`num_workers` 0 and 2; `--ckpt_path last` goes on in the same directory."""
+mid-epoch step (`--checkpoint_every_n_steps`, one process or 2 DDP processes) or on SLURM's warning
+signal (mid-epoch or on an epoch's last batch), or killed before its end-of-fit analyses, ends
+bit-identical to one that was never interrupted (weights, optimizer state, metrics.csv, analysis
+records), with `num_workers` 0 and 2; `--ckpt_path last` goes on in the same directory."""
 
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +51,17 @@ def _fit(runs: Path, *extra: str, expect: int = 0) -> subprocess.CompletedProces
     return done
 
 
-def _tiny_fit(root: Path, workers: int = 0, ckpt_path: str | None = None, every_step: bool = False):
+def _tiny_fit(
+    root: Path,
+    workers: int = 0,
+    ckpt_path: str | None = None,
+    every_step: bool = False,
+    extra: tuple[pl.Callback, ...] = (),
+):
     """In-process: micro AlterNet, 24 augmented images in batches of 8 (3 steps an epoch), Mixup,
-    dropout-free; with `every_step`, a checkpoint after every step (step=N.ckpt)."""
+    dropout-free; with `every_step`, a checkpoint after every step (step=N.ckpt); `extra` callbacks."""
     pl.seed_everything(0)
-    callbacks = [resume.RNGStates(), resume.LoaderPosition(), resume.MetricStates()]
+    callbacks = [resume.RNGStates(), resume.LoaderPosition(), resume.MetricStates(), *extra]
     if every_step:
         callbacks.append(
             ModelCheckpoint(
@@ -95,6 +103,57 @@ def test_resume_from_a_mid_epoch_checkpoint_in_process_is_exact(tmp_path):
     # the last epoch's averages cover all its batches (MetricStates), the same as uninterrupted
     assert trainer.logged_metrics["train/loss_epoch"] == whole.trainer.logged_metrics["train/loss_epoch"]
     assert trainer.logged_metrics["train/acc1"] == whole.trainer.logged_metrics["train/acc1"]
+
+
+class _SignalInOptimizerStep(pl.Callback):
+    """SIGUSR1 from inside the optimizer step of global step `step` (where Lightning's own handler would
+    save the weights half-way through their update)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_slurm_signal_mid_step_is_saved_at_the_batch_end_and_requeued_when_the_next_starts(
+    tmp_path, monkeypatch
+):
+    """Fast, in-process, under a simulated SLURM job: the signal lands in step 5's optimizer step;
+    `hpc_ckpt_1.ckpt` is written at that batch's end (global step 5, 2 batches into epoch 2) and the
+    job requeued once, when the next batch starts, after the save. The signalled run trains on
+    undisturbed, and a run resumed from that checkpoint ends with the uninterrupted run's weights."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from alternet_pl.training import requeue
+
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "alternet", "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}
+    for key, value in {
+        **slurm,
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NTASKS_PER_NODE": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    requeued = []
+    monkeypatch.setattr(
+        requeue, "requeue_slurm_job", lambda: requeued.append(sorted(tmp_path.rglob("hpc_*")))
+    )
+    whole, _ = _tiny_fit(tmp_path / "whole")
+    assert isinstance(SLURMEnvironment(), SLURMEnvironment)
+    signalled, trainer = _tiny_fit(
+        tmp_path / "signalled", extra=(_SignalInOptimizerStep(4), requeue.RequeueAtBatchEnd())
+    )
+    hpc = tmp_path / "signalled" / "hpc_ckpt_1.ckpt"
+    assert requeued == [[hpc]]  # once, after the save
+    saved = load_checkpoint(hpc)
+    assert saved["global_step"] == 5 and saved["callbacks"]["LoaderPosition"] == {"epoch": 1, "batches": 2}
+    resumed, _ = _tiny_fit(tmp_path / "resumed", ckpt_path=str(hpc))
+    for (name, a), b, c in zip(
+        whole.state_dict().items(), signalled.state_dict().values(), resumed.state_dict().values()
+    ):
+        assert torch.equal(a, b) and torch.equal(a, c), name
 
 
 def test_loader_position_and_rng_states_round_trip():

@@ -169,10 +169,8 @@ def remove_if_unstarted(run_dir: Path) -> bool:
 
 def finish_fit_end_analyses(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
     """Run the end-of-fit analyses a killed run did not finish, when `fit` resumed a run whose training
-    was already complete (Lightning then skips training and its `on_train_end` hooks).
-
-    Returns the names of the analyses run.
-    """
+    was already complete (Lightning then skips training and its `on_train_end` hooks) and flush the
+    rows they logged. Returns the names of the analyses run."""
     ran = []
     for callback in trainer.callbacks:  # AnalysisCallbacks (duck-typed: they import this package)
         schedule = getattr(callback, "schedule", None)
@@ -181,6 +179,8 @@ def finish_fit_end_analyses(trainer: pl.Trainer, pl_module: pl.LightningModule) 
             pl_module.to(trainer.strategy.root_device)
             callback.on_train_end(trainer, pl_module)
             ran.append(callback.name)
+    for logger in trainer.loggers if ran else ():  # Lightning's end-of-fit flush has already run
+        logger.save()
     return ran
 
 
