@@ -78,8 +78,7 @@ class RequeueAtBatchEnd(Checkpoint):
         self._previous_handler = signal.signal(self._signal, self._note_signal)
 
     def _note_signal(self, signum: int, frame: Any) -> None:
-        log.info(f"SLURM's warning signal {signum}: saving at the end of this batch, then requeueing")
-        self._received = True
+        self._received = True  # nothing else here: the signal may interrupt any line, a lock's holder too
 
     def _save_if_signalled(self, trainer: pl.Trainer) -> None:
         if self._signal is None or not trainer.strategy.reduce_boolean_decision(self._received, all=False):
@@ -88,6 +87,7 @@ class RequeueAtBatchEnd(Checkpoint):
         for logger in trainer.loggers:
             logger.save()
         path = str(hpc_checkpoint_path(trainer.default_root_dir))
+        log.info(f"SLURM's warning signal: saving {path}; the job is requeued when the next batch starts")
         trainer.save_checkpoint(path)
         self.last_model_path, self._requeue_pending = path, True
 
