@@ -35,6 +35,7 @@ from alternet_pl.runs import (
     CONFIG_FILE,
     METRICS_FILE,
     RUN_DIR_ENV,
+    RUN_DIRECTORY_LINE,
     checkpoints_dir,
     global_rank_from_env,
     job_version,
@@ -294,7 +295,7 @@ def check_batch_split(config: Any) -> None:
 
 def summarize(run_dir: Path, trainer: Trainer) -> str:
     """The lines printed at the end: where everything was written, and the final metrics."""
-    lines = [f"Run directory: {run_dir}"]
+    lines = [f"{RUN_DIRECTORY_LINE}{run_dir}"]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if metrics:
         lines.append("Final validation: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +26,8 @@ import yaml
 
 from alternet_pl.data.natural import write_natural_corruptions
 from alternet_pl.data.synthetic_corruptions import write_synthetic_corruptions
-from alternet_pl.errors import InputError, run_command
-from alternet_pl.runs import global_rank_from_env
+from alternet_pl.errors import CommandFailed, InputError, run_command
+from alternet_pl.runs import RUN_DIRECTORY_LINE, global_rank_from_env
 
 __all__ = [
     "PREPARE",
@@ -36,6 +39,7 @@ __all__ = [
     "load_scale",
     "main",
     "scale_arguments",
+    "train_in_processes",
     "train_scale",
 ]
 
@@ -81,6 +85,8 @@ class Scale:
     when_present: tuple[WhenPresent, ...] = ()
     #: `PREPARE` name -> keyword arguments, made before the first run trains
     prepare: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: how many runs train at once on one machine (`--cluster local`); each gets cores / jobs threads
+    jobs: int = 1
 
     def fit_arguments(self, data_dir: str | None = None, slurm: bool | None = None) -> list[list[str]]:
         """The `fit` arguments of each run. `data_dir` defaults to $DATA_DIR, else data/; `slurm`
@@ -134,7 +140,9 @@ def load_scale(name: str, folder: Path = SCALES_DIR) -> Scale:
         )
     with open(path) as fh:
         raw = yaml.safe_load(fh) or {}
-    data = _check_keys(raw, {"runs", "trainer", "data_root", "when_present", "prepare"}, {"runs"}, str(path))
+    data = _check_keys(
+        raw, {"runs", "trainer", "data_root", "when_present", "prepare", "jobs"}, {"runs"}, str(path)
+    )
     runs = []
     for i, run in enumerate(data["runs"] or []):
         where = f"{path}: runs[{i}]"
@@ -150,6 +158,9 @@ def load_scale(name: str, folder: Path = SCALES_DIR) -> Scale:
     prepare = _check_keys(data.get("prepare") or {}, set(PREPARE), set(), f"{path}: prepare")
     if not runs:
         raise InputError(f"{path}: `runs` is empty; list at least one run")
+    jobs = data.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise InputError(f"{path}: jobs={jobs!r}; use a whole number >= 1 (runs trained at once)")
     return Scale(
         name=name,
         runs=tuple(runs),
@@ -157,6 +168,7 @@ def load_scale(name: str, folder: Path = SCALES_DIR) -> Scale:
         data_root=bool(data.get("data_root", False)),
         when_present=tuple(rules),
         prepare={k: dict(v or {}) for k, v in prepare.items()},
+        jobs=jobs,
     )
 
 
@@ -165,13 +177,82 @@ def scale_arguments(scale: str, data_dir: str | None = None, slurm: bool | None 
     return load_scale(scale).fit_arguments(data_dir, slurm)
 
 
-def train_scale(scale: Scale, data_dir: str | None = None) -> list[Path]:
-    """Make the scale's data, train its runs (with their analyses); return their run directories."""
-    from alternet_pl import fit
+def train_scale(
+    scale: Scale, data_dir: str | None = None, jobs: int | None = None, log_dir: Path | None = None
+) -> list[Path]:
+    """Make the scale's data, train its runs (with their analyses); return their run directories, in
+    the scale's order. `jobs` (default: the scale's) runs train at once, each in its own process with
+    cores / jobs threads and its output in `<log_dir>/<run name>.log`; one job trains in this process.
 
+    Raises:
+        CommandFailed: a run failed (the others still trained); the message names its log.
+    """
     for name, kwargs in scale.prepare.items():
         PREPARE[name](**kwargs)
-    return [fit.main(args).run_dir for args in scale.fit_arguments(data_dir)]
+    arguments = scale.fit_arguments(data_dir)
+    jobs = min(jobs or scale.jobs, len(arguments))
+    if jobs == 1:
+        from alternet_pl import fit
+
+        return [fit.main(args).run_dir for args in arguments]
+    commands = [[sys.executable, "-m", "alternet_pl.fit", *args] for args in arguments]
+    return train_in_processes(
+        [run.name for run in scale.runs], commands, jobs, log_dir or Path("runs") / "logs"
+    )
+
+
+def train_in_processes(names: list[str], commands: list[list[str]], jobs: int, log_dir: Path) -> list[Path]:
+    """Run each `fit` command in its own process, `jobs` at a time, each with cores / jobs threads and
+    its output in `<log_dir>/<name>.log`; print one line per finished run. Returns the run directories
+    the commands printed, in `names`' order.
+
+    Raises:
+        CommandFailed: a command failed or printed no run directory (the others still ran).
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    queue, running, run_dirs, failed = list(range(len(names))), {}, {}, []
+    print(
+        f"training {len(names)} runs, {jobs} at a time ({threads} thread(s) each); logs in {log_dir}/",
+        flush=True,
+    )
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                i = queue.pop(0)
+                log = open(log_dir / f"{names[i]}.log", "w")  # noqa: SIM115 - closed when the run ends
+                process = subprocess.Popen(commands[i], stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[process] = (i, log, time.monotonic())
+            for process in [p for p in running if p.poll() is not None]:
+                i, log, began = running.pop(process)
+                log.close()
+                run_dir = _run_dir_from_log(Path(log.name)) if process.returncode == 0 else None
+                if run_dir is None:
+                    failed.append(f"{names[i]} (exit {process.returncode}; see {log.name})")
+                else:
+                    run_dirs[i] = run_dir
+                done = len(run_dirs) + len(failed)
+                state = f"done in {time.monotonic() - began:.0f} s: {run_dir}" if run_dir else "FAILED"
+                print(f"[{done}/{len(names)}] {names[i]} {state}", flush=True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for process in running:  # each fit says what it kept; give them a moment to say it
+            process.send_signal(signal.SIGINT)
+        for process in running:
+            process.wait(timeout=60)
+        raise
+    if failed:
+        raise CommandFailed(f"{len(failed)} of {len(names)} runs failed: {'; '.join(failed)}")
+    return [run_dirs[i] for i in range(len(names))]
+
+
+def _run_dir_from_log(log: Path) -> Path | None:
+    """The run directory a finished fit printed ("Run directory: ..."), or None."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith(RUN_DIRECTORY_LINE):
+            return Path(line[len(RUN_DIRECTORY_LINE) :].strip())
+    return None
 
 
 def main(argv: Sequence[str] | None = None):
@@ -190,8 +271,11 @@ def main(argv: Sequence[str] | None = None):
     )
     parser.add_argument(
         "--cluster", choices=("local", "slurm"), default="local",
-        help="local: train here, one run after another; slurm: submit a job array and a report job",
+        help="local: train here (--jobs at a time); slurm: submit a job array and a report job",
     )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, help="local: runs trained at once (default: the scale's `jobs`, else 1)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="with --cluster slurm: print the sbatch lines")
     parser.add_argument("--nodes", type=int, default=1, help="with --cluster slurm: nodes per run")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="with --cluster slurm: GPUs per node")
@@ -211,7 +295,9 @@ def main(argv: Sequence[str] | None = None):
         fit_arguments = scale.fit_arguments(args.data_dir, slurm=True)
         slurm.submit_runs(fit_arguments, str(args.out), allocation, dry_run=args.dry_run)
         return None
-    runs = train_scale(scale, args.data_dir)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: use a whole number >= 1")
+    runs = train_scale(scale, args.data_dir, args.jobs, Path(args.out) / "logs")
     if global_rank_from_env() != 0:  # under SLURM every task trained; rank 0 draws
         return None
     return report.render(runs, args)

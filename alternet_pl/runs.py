@@ -32,6 +32,7 @@ __all__ = [
     "make_writable_folder",
     "ANALYSIS_DIR",
     "CHECKPOINTS_DIR",
+    "RUN_DIRECTORY_LINE",
     "CONFIG_FILE",
     "ERROR_SUFFIX",
     "METRICS_FILE",
@@ -62,6 +63,8 @@ __all__ = [
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
+#: how a finished fit names its run directory on stdout (read back by `reproduce --jobs N`)
+RUN_DIRECTORY_LINE = "Run directory: "
 CHECKPOINTS_DIR = "checkpoints"
 ANALYSIS_DIR = "analysis"
 #: file suffix of a failed analysis's error record, beside the results it would have written

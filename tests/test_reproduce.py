@@ -5,6 +5,8 @@ and the synthetic corrupted set has the CIFAR-C layout with severities that hurt
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +15,7 @@ import pytest
 
 from alternet_pl import reproduce
 from alternet_pl.data.synthetic_corruptions import write_synthetic_corruptions
-from alternet_pl.errors import InputError
+from alternet_pl.errors import CommandFailed, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: report.scale_arguments(...) of the code before the move, captured from it (hand-checked); the model flags
@@ -65,6 +67,8 @@ def test_every_config_a_scale_names_exists():
         ("runs: [{name: a, configs: x.yaml}]\n", "runs[0] must be a list of strings"),
         ("runs: [{name: a, configs: [x.yaml]}]\nprepare: {download: {}}\n", "prepare: unknown key(s)"),
         ("runs: [{name: a, configs: [x.yaml]}]\ntrainer: {cloud: t.yaml}\n", "trainer: unknown key(s)"),
+        ("runs: [{name: a, configs: [x.yaml]}]\njobs: 0\n", "jobs=0"),
+        ("runs: [{name: a, configs: [x.yaml]}]\njobs: two\n", "jobs='two'"),
     ],
 )
 def test_bad_scale_file_names_the_key(tmp_path, text, named):
@@ -107,6 +111,57 @@ def test_main_prepares_trains_then_reports(monkeypatch, tmp_path):
     assert calls[0] == ("prepare", {"root": "data/SYNTHETIC-C"})
     assert [c[1] for c in calls[1:]] == BEFORE["smoke"]
     assert out == ("report", [Path(f"r{i}") for i in range(2, 7)], tmp_path)
+
+
+def _printer(run_dir: str, seconds: float = 0.0, code: int = 0) -> list[str]:
+    """A stand-in fit: sleeps, prints its thread setting and a run directory, exits with `code`."""
+    script = (
+        f"import os, sys, time; time.sleep({seconds}); print('threads', os.environ['OMP_NUM_THREADS']); "
+        f"print('Run directory: {run_dir}'); sys.exit({code})"
+    )
+    return [sys.executable, "-c", script]
+
+
+def test_processes_return_run_dirs_in_order_with_logs(tmp_path, capsys):
+    """The slow first run finishes last, yet the run directories come back in the scale's order; each
+    process gets cores / jobs threads and its own log; one line per finished run."""
+    names = ["slow", "fast", "third"]
+    commands = [_printer("runs/a", 1.5), _printer("runs/b"), _printer("runs/c")]
+    out = reproduce.train_in_processes(names, commands, 2, tmp_path / "logs")
+    assert out == [Path("runs/a"), Path("runs/b"), Path("runs/c")]
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    for name in names:
+        assert f"threads {threads}" in (tmp_path / "logs" / f"{name}.log").read_text()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("training 3 runs, 2 at a time")
+    assert [line.split()[1] for line in lines[1:]] == ["fast", "third", "slow"]  # as they finish
+
+
+def test_a_failed_process_names_its_log_after_the_others_finish(tmp_path):
+    commands = [_printer("runs/a", code=1), _printer("runs/b"), [sys.executable, "-c", "print('no dir')"]]
+    with pytest.raises(CommandFailed) as err:
+        reproduce.train_in_processes(["bad", "good", "silent"], commands, 2, tmp_path)
+    message = str(err.value)
+    assert message.startswith("2 of 3 runs failed")
+    assert f"bad (exit 1; see {tmp_path / 'bad.log'})" in message and "silent (exit 0" in message
+    assert "Run directory: runs/b" in (tmp_path / "good.log").read_text()  # the good run still ran
+
+
+def test_jobs_route_through_processes(monkeypatch, tmp_path):
+    """`--jobs 2` (or the scale's `jobs`) runs each fit command as `python -m alternet_pl.fit ...`."""
+    seen = {}
+    monkeypatch.setattr(
+        reproduce,
+        "train_in_processes",
+        lambda names, commands, jobs, log_dir: seen.update(n=names, c=commands, j=jobs, l=log_dir) or [],
+    )
+    scale = reproduce.load_scale("smoke")
+    monkeypatch.setitem(reproduce.PREPARE, "synthetic_corruptions", lambda **kw: None)
+    reproduce.train_scale(scale, jobs=2, log_dir=tmp_path)
+    assert seen["j"] == 2 and seen["l"] == tmp_path and seen["n"] == [run.name for run in scale.runs]
+    assert [c[3:] for c in seen["c"]] == BEFORE["smoke"]
+    assert all(c[:3] == [sys.executable, "-m", "alternet_pl.fit"] for c in seen["c"])
+    assert reproduce.load_scale("cpu").jobs == 2
 
 
 def test_missing_official_csv_stops_before_training(monkeypatch, capsys):
