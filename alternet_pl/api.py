@@ -10,8 +10,11 @@ restored bit for bit afterwards), on the batches given here instead of a data mo
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import tempfile
 import time
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -53,10 +56,27 @@ def make_analysis(spec: AnalysisSpec) -> AnalysisCallback:
         raise InputError(
             f"analysis {name!r} unknown; {hint}choose from {sorted(set(ANALYSES) - set(_NOT_HERE))}"
         )
+    cls = import_object(ANALYSES[name].callback)
     try:
-        return import_object(ANALYSES[name].callback)(**dict(options))
+        return cls(**_nested_options(cls, options))
     except TypeError as err:
         raise InputError(f"analysis {name!r}: {err}") from None
+
+
+def _nested_options(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` with each mapping given for a dataclass-typed argument (``eigen={"k": 5}``) turned
+    into that dataclass, as a YAML config is; a wrong field name raises `TypeError`."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if "__init__" in vars(klass):
+            with contextlib.suppress(Exception):  # unresolvable hints: leave those options as given
+                hints.update(typing.get_type_hints(klass.__init__))
+    return {
+        key: hints[key](**value)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(hints.get(key))
+        else value
+        for key, value in options.items()
+    }
 
 
 def _batches(data: Iterable, num_batches: int | None, device: torch.device) -> list:

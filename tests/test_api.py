@@ -101,3 +101,25 @@ def test_analyze_model_refuses_in_one_line():
         analyze_model(model, [], analyses=["fourier"])
     with pytest.raises(InputError, match="not one tensor"):
         analyze_model(model, torch.randn(2, 3, 16, 16), analyses=["fourier"])
+
+
+def test_nested_options_as_plain_dicts_equal_the_dataclasses():
+    """In a notebook, `eigen={"k": 1}` means `EigenOptions(k=1)`, as in a YAML config; a wrong field
+    is one InputError line naming it."""
+    from alternet_pl.callbacks.options import DensityOptions, EigenOptions, TraceOptions
+
+    torch.manual_seed(0)
+    model = UserNet(c=4).double()
+    batches = [(x.double(), y) for x, y in list(_loader(8))[:1]]
+    given = {"eigen": {"k": 2, "bottom": True}, "trace": {"samples": 0}, "density": {"enabled": False}}
+    typed = {"eigen": EigenOptions(k=2, bottom=True), "trace": TraceOptions(samples=0),
+             "density": DensityOptions(enabled=False)}  # fmt: skip
+    plain = analyze_model(model, batches, analyses=[("hessian", {**given, "dtype": "float64"})])["hessian"]
+    dataclass = analyze_model(model, batches, analyses=[("hessian", {**typed, "dtype": "float64"})])[
+        "hessian"
+    ]
+    assert len(plain.eigenvalues) == 2 and np.isfinite(plain.min_eig)
+    np.testing.assert_array_equal(plain.eigenvalues, dataclass.eigenvalues)
+    assert plain.min_eig == dataclass.min_eig
+    with pytest.raises(InputError, match="analysis 'hessian'.*kk"):
+        analyze_model(model, batches, analyses=[("hessian", {"eigen": {"kk": 2}})])
