@@ -16,13 +16,14 @@ states do not matter (the same batches with `num_workers` 0 or 8).
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
-
-from alternet_pl.analysis.state import seeded
 
 __all__ = ["EpochSeededDataset", "ResumableSampler", "sample_seed"]
 
@@ -77,6 +78,25 @@ class EpochSeededDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int] | int) -> Any:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        with seeded(sample_seed(self.seed, epoch, index)):
-            return self.dataset[index]
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int] | int]) -> list[Any]:
+        """The items of a whole batch: the generators are saved once and put back once (saving
+        NumPy's state and seeding every torch device per image cost 0.7 ms an image, a fifth of a
+        micro model's step); each image is drawn from the CPU generators seeded as `seeded` seeds
+        them, so the images are the same."""
+        saved = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+        try:
+            items = []
+            for key in keys:
+                epoch, index = key if isinstance(key, tuple) else (0, key)
+                seed = sample_seed(self.seed, epoch, index)
+                random.seed(seed)
+                np.random.seed(seed)
+                torch.default_generator.manual_seed(seed)
+                items.append(self.dataset[index])
+            return items
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.default_generator.set_state(saved[2])
