@@ -237,14 +237,33 @@ def train_in_processes(names: list[str], commands: list[list[str]], jobs: int, l
                 print(f"[{done}/{len(names)}] {names[i]} {state}", flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
-        for process in running:  # each fit says what it kept; give them a moment to say it
-            process.send_signal(signal.SIGINT)
-        for process in running:
-            process.wait(timeout=60)
+        _stop(list(running))
         raise
     if failed:
         raise CommandFailed(f"{len(failed)} of {len(names)} runs failed: {'; '.join(failed)}")
     return [run_dirs[i] for i in range(len(names))]
+
+
+#: after Ctrl-C: seconds before a run still going gets SIGINT, then seconds more before SIGKILL
+STOP_GRACE_S = (10.0, 60.0)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """After Ctrl-C: a terminal's Ctrl-C reached the runs too and each fit says what it kept; a run
+    still going after 10 s (only this process was interrupted) gets SIGINT, and after 60 s more, SIGKILL."""
+
+    def interrupt(process: subprocess.Popen) -> None:
+        process.send_signal(signal.SIGINT)
+
+    for grace, stop in zip(STOP_GRACE_S, (interrupt, subprocess.Popen.kill)):
+        deadline = time.monotonic() + grace
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for process in processes:
+            if process.poll() is None:
+                stop(process)
+    for process in processes:
+        process.wait()
 
 
 def _run_dir_from_log(log: Path) -> Path | None:

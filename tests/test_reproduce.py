@@ -199,3 +199,32 @@ def test_synthetic_corruptions_layout_and_severity(tmp_path):
             assert all(a < b for a, b in zip(change, change[1:], strict=False)), (name, change)
     again = write_synthetic_corruptions(tmp_path / "D", num_images=24, seed=3)
     assert (again / "gaussian_noise.npy").read_bytes() == (root / "gaussian_noise.npy").read_bytes()
+
+
+def test_ctrl_c_stops_the_runs_still_going(tmp_path, monkeypatch):
+    """Ctrl-C reaching only this process: the runs still going get SIGINT after a grace period, and
+    one that ignores it, SIGKILL after another; then the interrupt goes on up."""
+    monkeypatch.setattr(reproduce, "STOP_GRACE_S", (1.0, 2.0))
+    monkeypatch.setattr(reproduce.time, "sleep", _interrupt_once(reproduce.time.sleep))
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)",
+    ]
+    polite = [sys.executable, "-c", "import time; time.sleep(600)"]  # SIGINT ends it
+    began = reproduce.time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.train_in_processes(["stubborn", "polite"], [stubborn, polite], 2, tmp_path)
+    assert 2.5 < reproduce.time.monotonic() - began < 60  # both stopped, not the 600 s they wanted
+
+
+def _interrupt_once(sleep):
+    calls = []
+
+    def fake(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 2:  # the processes have started
+            raise KeyboardInterrupt
+        sleep(seconds)
+
+    return fake
