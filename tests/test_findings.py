@@ -279,3 +279,32 @@ def test_report_writes_findings_json_markdown_and_html(seed_runs, tmp_path):
     table = page.split("class='findings'", 1)[1].split("</table>", 1)[0]
     assert table.count("<tr>") == len(doc["findings"]) + 1 and "fourier_msa_alternet" in table
     assert (out / "fig1a_landscape_spread.png").is_file()
+
+
+def test_accuracy_findings_that_do_not_show_name_the_accuracy_range(seed_runs, tmp_path):
+    """The reason an accuracy-based finding does not show starts from the runs' accuracies: their
+    range, read here straight from metrics.csv; a reproducing finding carries no reason."""
+    import csv
+
+    from alternet_pl.plots.claims import accuracy_spread
+
+    best = {}
+    for run in seed_runs:
+        with open(run / "metrics.csv") as fh:
+            best[run] = max(float(row["val/acc1"]) for row in csv.DictReader(fh))
+    lo, hi = min(best.values()), max(best.values())
+    expected = f"every run's best validation top-1 {lo:.1%}-{hi:.1%} ({100 * (hi - lo):.1f} points)"
+    assert accuracy_spread([load_run(p) for p in seed_runs]) == expected
+    found = _by_key(seed_runs)
+    assert found["accuracy_alternet_vs_resnet"].verdict == "reproduces"
+    assert found["accuracy_alternet_vs_resnet"].why == ""
+    # AlterNet made the least accurate in every seed: does not reproduce, and says the range
+    for run in seed_runs:
+        if "alternet" in run.parent.name:
+            (run / "metrics.csv").write_text("epoch,step,val/acc1\n0,9,0.01\n1,19,0.02\n")
+    result = _by_key(seed_runs)["accuracy_alternet_vs_resnet"]
+    assert result.verdict == "does not reproduce"
+    top = max(a for run, a in best.items() if "alternet" not in run.parent.name)
+    assert result.why.endswith(
+        f"; every run's best validation top-1 2.0%-{top:.1%} ({100 * (top - 0.02):.1f} points)."
+    )

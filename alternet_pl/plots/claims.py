@@ -13,7 +13,7 @@ import numpy as np
 from alternet_pl.plots.findings import Finding, _fmt, by_family, layer_pair_changes, make_finding, run_seed
 from alternet_pl.plots.rundata import Run
 
-__all__ = ["CLAIMS"]
+__all__ = ["CLAIMS", "accuracy_spread"]
 
 
 def _pairs_finding(
@@ -87,6 +87,19 @@ def _seedwise(pairs, combine: Callable[[float, float], float], pair: str) -> tup
     return values, "; ".join(f"seed {s}: " + pair.format(a=a, b=b) for s, (a, b) in pairs.items())
 
 
+def accuracy_spread(runs) -> str:
+    """One sentence from the numbers: the range of every run's best validation top-1 (and top-5), the
+    first thing to read when an accuracy-based finding does not show (all runs alike, or one cue
+    learnt); "" when no run logged validation accuracy."""
+    parts = []
+    for key, name in (("val/acc1", "top-1"), ("val/acc5", "top-5")):
+        best = [a for run in runs if (a := run.best_metric(key, "max")) is not None]
+        if best:
+            lo, hi = min(best), max(best)
+            parts.append(f"{name} {lo:.1%}-{hi:.1%} ({100 * (hi - lo):.1f} points)")
+    return f"every run's best validation {' and '.join(parts)}" if parts else ""
+
+
 def _accuracy(runs) -> list[Finding]:
     out = []
     for other, name in (("resnet", "ResNet"), ("vit", "ViT")):
@@ -100,6 +113,7 @@ def _accuracy(runs) -> list[Finding]:
                 f"AlterNet's best validation accuracy minus {name}'s, in points, same seed",
                 values,
                 detail,
+                accuracy_spread(runs),
             )
         )
     return out
@@ -241,6 +255,7 @@ def _lesion(runs) -> list[Finding]:
             "projection, apart)",
             values,
             "; ".join(parts),
+            accuracy_spread(runs),
         )
     ]
 
@@ -288,6 +303,7 @@ def _buildup(runs) -> list[Finding]:
             "per seed",
             values,
             detail,
+            accuracy_spread(runs),
         )
     ]
 
