@@ -219,12 +219,9 @@ def _batches(side: int, n: int = 2, size: int = 3, classes: int = 10):
     ]
 
 
-@pytest.mark.parametrize("name", _cases())
-def test_points_kinds_and_values_match_the_authors_definitions(name):
-    torch.manual_seed(0)
-    build, side, by_hand, kinds = MODELS[name]
-    model = wake(build()).eval()
-    data = _batches(side, classes=5 if name == "user_blocks" else 10)
+def check_points_and_values(model, data, by_hand, kinds):
+    """Assert the model's points and kinds, and its Fourier curves and variances, equal the authors'
+    definitions on the features `by_hand(model, x)` computes; returns the variance record."""
     with torch.no_grad():
         feats = [by_hand(model, x) for x, _ in data]
     names = list(feats[0])
@@ -240,6 +237,17 @@ def test_points_kinds_and_values_match_the_authors_definitions(name):
     vrec = variance.run(model, None, data, variance.VarianceOptions())
     ref_var = [authors_variance(torch.cat([f[n] for f in feats])) for n in names]
     np.testing.assert_allclose(vrec.variance, ref_var, rtol=1e-5)
+    return vrec
+
+
+@pytest.mark.parametrize("name", _cases())
+def test_points_kinds_and_values_match_the_authors_definitions(name):
+    torch.manual_seed(0)
+    build, side, by_hand, kinds = MODELS[name]
+    model = wake(build()).eval()
+    vrec = check_points_and_values(
+        model, _batches(side, classes=5 if name == "user_blocks" else 10), by_hand, kinds
+    )
     assert vrec.depth[0] == 0.0 and vrec.depth[-1] == 1.0
 
 

@@ -9,7 +9,6 @@ Hessian (against a dense float64 Hessian of one block's parameters).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import timm
 import torch
@@ -18,10 +17,10 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from alternet_pl import analyze_model
-from alternet_pl.analysis import fourier, lesion, variance
-from alternet_pl.analysis.layers import model_layers, select_taps
+from alternet_pl.analysis import lesion
+from alternet_pl.analysis.layers import select_taps
 from alternet_pl.errors import InputError
-from tests.test_anymodel import _batches, authors_fourier, authors_variance, wake
+from tests.test_anymodel import _batches, check_points_and_values, wake
 
 # ---- the features, block by block, by hand ----------------------------------------------------
 
@@ -156,22 +155,7 @@ def test_points_kinds_and_values_match_the_authors_definitions(name):
     torch.manual_seed(0)
     build, side, by_hand, kinds = MODELS[name]
     model = wake(build()).eval()
-    data = _batches(side)
-    with torch.no_grad():
-        feats = [by_hand(model, x) for x, _ in data]
-    names = list(feats[0])
-    taps = model_layers(model)
-    assert list(taps) == names
-    assert [t.kind for t in taps.values()] == ["stem", *kinds]
-
-    record = fourier.run(model, None, data, fourier.FourierOptions())
-    assert record.layers == names and record.kinds == ["stem", *kinds]
-    for i, n in enumerate(names):
-        ref = authors_fourier(torch.cat([f[n] for f in feats]))
-        np.testing.assert_allclose(record.curves[i], ref, rtol=1e-5, atol=1e-5)
-    vrec = variance.run(model, None, data, variance.VarianceOptions())
-    ref_var = [authors_variance(torch.cat([f[n] for f in feats])) for n in names]
-    np.testing.assert_allclose(vrec.variance, ref_var, rtol=1e-5)
+    check_points_and_values(model, _batches(side), by_hand, kinds)
 
 
 def _skipping(model: nn.Module, dropped: nn.Module, x: torch.Tensor) -> torch.Tensor:
