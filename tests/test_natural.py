@@ -8,7 +8,14 @@ import timm
 import yaml
 
 import alternet_pl.models  # noqa: F401  (registers the models)
-from alternet_pl.data.natural import NATURAL_CORRUPTIONS, make_natural, pink_noise, write_natural_corruptions
+from alternet_pl.data.natural import (
+    NATURAL_CORRUPTIONS,
+    TEXTURE_BAND,
+    _textures,
+    make_natural,
+    pink_noise,
+    write_natural_corruptions,
+)
 from alternet_pl.errors import InputError
 
 
@@ -40,7 +47,31 @@ def test_images_spectrum_falls_like_natural_images():
     amp = np.abs(np.fft.fft2(gray - gray.mean((1, 2), keepdims=True))).mean(0)
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32), indexing="ij"))
     low, mid = amp[(f > 0.03) & (f < 0.08)].mean(), amp[(f > 0.15) & (f < 0.3)].mean()
-    assert low > 2.5 * mid  # falls with frequency (the gratings sit near 0.35 cycles/px, above `mid`)
+    assert low > 2.5 * mid  # falls with frequency
+
+
+def test_textures_are_oriented_one_over_f_noise():
+    """Texture t: its energy peaks at the orientation t * 45 degrees, and inside its wedge the amplitude
+    falls as 1/f over the band (a hand-rolled periodogram of the texture fields alone)."""
+    size, n = 32, 400
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    idx = np.arange(n) % 4
+    fields = _textures(idx, 4, xx, yy, np.random.default_rng(0))[:, 0]
+    power = np.abs(np.fft.fft2(fields)) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(size) * 2, np.fft.fftfreq(size) * 2, indexing="ij")
+    radius, theta = np.hypot(fx, fy), np.mod(np.arctan2(fy, fx), np.pi)
+    in_band = (radius > TEXTURE_BAND[0] + 0.05) & (radius < TEXTURE_BAND[1] - 0.05)
+    assert power[:, radius > TEXTURE_BAND[1] + 0.1].sum() < 1e-6 * power.sum()  # nothing outside the band
+    for t in range(4):
+        mean = power[idx == t].mean(0)
+        bins = np.floor(np.mod(theta + np.pi / 8, np.pi) / (np.pi / 4)).astype(int)  # 4 bins centred on 0, 45..
+        energy = [mean[in_band & (bins == b)].sum() for b in range(4)]
+        assert int(np.argmax(energy)) == t
+        target = t * np.pi / 4
+        near = in_band & (np.abs(np.mod(theta - target + np.pi / 2, np.pi) - np.pi / 2) < np.deg2rad(6))
+        slope = np.polyfit(np.log(radius[near]), np.log(np.sqrt(mean[near])), 1)[0]
+        assert slope == pytest.approx(-1.0, abs=0.25)
 
 
 def test_cues_are_not_redundant():
