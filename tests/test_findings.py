@@ -21,7 +21,13 @@ from alternet_pl.analysis.records import (  # noqa: E402
     LesionRecord,
     VarianceRecord,
 )
-from alternet_pl.plots.findings import findings, layer_pair_changes, verdict_of  # noqa: E402
+from alternet_pl.plots.findings import (  # noqa: E402
+    _fmt,
+    findings,
+    layer_pair_changes,
+    pair_changes_by_resolution,
+    verdict_of,
+)
 from alternet_pl.plots.rundata import load_run  # noqa: E402
 
 STEM = "epoch=002"
@@ -175,6 +181,32 @@ def test_layer_pairs_leave_out_the_stem_and_resolution_changes():
     )
     assert stem == 5.0
     assert changes == [1.0, 2.0, 3.0]  # stages.0.0->0.1, 1.0->1.1, 1.1->1.2; 0.1->1.0 crosses resolutions
+    groups = pair_changes_by_resolution(
+        CNN_LAYERS, _kinds("resnet"), [0.0, 5.0, 6.0, 10.0, 12.0, 15.0], "conv"
+    )
+    assert groups == {"0": [1.0], "1": [2.0, 3.0]}
+
+
+def test_a_cnn_finding_that_does_not_show_says_where_along_the_network(tmp_path):
+    """The reason of a Conv Fourier finding that does not reproduce gives each stage's mean oriented
+    change over seeds and pairs, recomputed here from the fourier.json files; one that reproduces has
+    no reason."""
+    rng = np.random.default_rng(1)
+    flipped = [make_seed_run(tmp_path, "resnet", s, rng, flip=True) for s in (0, 1, 2)]
+    per_stage = {}
+    for run in flipped:
+        doc = _json(run, "fourier")
+        for i in range(2, len(doc["layers"])):
+            a, b = doc["layers"][i - 1].split("."), doc["layers"][i].split(".")
+            if doc["kinds"][i] == "conv" and a[0] == b[0] == "stages" and a[1] == b[1]:
+                per_stage.setdefault(b[1], []).append(doc["hf"][i] - doc["hf"][i - 1])
+    finding = _by_key(flipped)["fourier_conv_resnet"]
+    assert finding.verdict == "does not reproduce"
+    assert sorted(per_stage) == ["0", "1"]
+    for stage, changes in per_stage.items():
+        assert f"stage {stage} {_fmt(float(np.mean(changes)))} ({len(changes)} pairs)" in finding.why
+    ok = [make_seed_run(tmp_path / "ok", "resnet", s, rng) for s in (0, 1)]
+    assert _by_key(ok)["fourier_conv_resnet"].why == ""
 
 
 def test_paired_statistics_match_the_files(seed_runs):

@@ -65,7 +65,8 @@ def test_textures_are_oriented_one_over_f_noise():
     assert power[:, radius > TEXTURE_BAND[1] + 0.1].sum() < 1e-6 * power.sum()  # nothing outside the band
     for t in range(4):
         mean = power[idx == t].mean(0)
-        bins = np.floor(np.mod(theta + np.pi / 8, np.pi) / (np.pi / 4)).astype(int)  # 4 bins centred on 0, 45..
+        # 4 orientation bins centred on 0, 45, 90 and 135 degrees
+        bins = np.floor(np.mod(theta + np.pi / 8, np.pi) / (np.pi / 4)).astype(int)
         energy = [mean[in_band & (bins == b)].sum() for b in range(4)]
         assert int(np.argmax(energy)) == t
         target = t * np.pi / 4

@@ -102,7 +102,8 @@ def _textures(
     scaled to a contrast of 0.14-0.20 standard deviations. Structure at every scale of the band, as
     natural textures have, so each stage of a network finds texture at its own resolution."""
     num_samples, size = len(texture_idx), xx.shape[0]
-    angle = np.arange(num_textures)[texture_idx] * np.pi / num_textures + rng.normal(0, np.pi / 60, num_samples)
+    jitter = rng.normal(0, np.pi / 60, num_samples)
+    angle = texture_idx * np.pi / num_textures + jitter
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     freq = torch.fft.fftfreq(size) * 2  # units of pi
     fy, fx = freq[:, None], freq[None, :]

@@ -32,6 +32,7 @@ __all__ = [
     "findings_html",
     "findings_markdown",
     "layer_pair_changes",
+    "pair_changes_by_resolution",
     "run_seed",
     "verdict_of",
     "write_findings",
@@ -173,16 +174,35 @@ def layer_pair_changes(
     """Changes values[i] - values[i - 1] across consecutive layers whose second layer is of `kind`,
     both of one resolution (same stage; ViT blocks all are), leaving out the pair that starts at the
     stem or embedding; and that first pair's change apart (None when the first layer is no stem)."""
-    changes, stem_change = [], None
+    pairs, stem_change = _same_resolution_pairs(layers, kinds, values, kind)
+    return [change for _, change in pairs], stem_change
+
+
+def pair_changes_by_resolution(
+    layers: Sequence[str], kinds: Sequence[str], values: Sequence[float], kind: str
+) -> dict[str, list[float]]:
+    """`layer_pair_changes` grouped by resolution ("0", "1", ... the stage; "tokens" for ViT blocks),
+    in depth order: where along the network a block kind acts as the paper says and where not."""
+    groups: dict[str, list[float]] = {}
+    for key, change in _same_resolution_pairs(layers, kinds, values, kind)[0]:
+        groups.setdefault(key, []).append(change)
+    return groups
+
+
+def _same_resolution_pairs(
+    layers: Sequence[str], kinds: Sequence[str], values: Sequence[float], kind: str
+) -> tuple[list[tuple[str, float]], float | None]:
+    pairs, stem_change = [], None
     body = {"conv", "msa", "mlp"}
     for i in range(1, len(layers)):
         if kinds[i - 1] not in body:
             if i == 1 and kinds[i] in body:
                 stem_change = float(values[i] - values[i - 1])
             continue
-        if kinds[i] == kind and _resolution_key(layers[i]) == _resolution_key(layers[i - 1]):
-            changes.append(float(values[i] - values[i - 1]))
-    return changes, stem_change
+        key = _resolution_key(layers[i])
+        if kinds[i] == kind and key == _resolution_key(layers[i - 1]):
+            pairs.append((key, float(values[i] - values[i - 1])))
+    return pairs, stem_change
 
 
 def findings(runs: Sequence[Run]) -> list[Finding]:
