@@ -30,6 +30,8 @@ class ImageDataModule(pl.LightningDataModule):
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     transform_style: str = "cifar"
+    #: training random-crop padding, in pixels ("cifar" style; 0: no crop)
+    crop_padding: int = 4
     #: "faithful": `batch_size` is the global batch, split over the devices; "fast": every device loads
     #: `batch_size` (`fit --scaling` sets it)
     scaling: Scaling = "faithful"
@@ -73,6 +75,7 @@ class ImageDataModule(pl.LightningDataModule):
             auto_augment=self.auto_augment,
             re_prob=self.re_prob,
             hflip=self.hflip,
+            crop_padding=self.crop_padding,
         )
 
     # ---- Lightning --------------------------------------------------------------------------

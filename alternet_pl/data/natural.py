@@ -67,6 +67,10 @@ def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) 
     return np.maximum(dy - 0.6 * r, 0.866 * np.abs(dx) - 0.5 * dy - 0.5 * r)
 
 
+#: silhouettes: peak brightness above the background (in [0, 1] pixel units) and the range of each
+#: channel's tint (1 = white)
+SHAPE_STRENGTH = 0.6
+SHAPE_TINT = (0.85, 1.0)
 #: oriented textures: radial band (units of pi) and the angular half-width (standard deviation) of the wedge
 TEXTURE_BAND = (0.2, 0.9)
 TEXTURE_WEDGE_DEG = 12.0
@@ -88,8 +92,8 @@ def _shapes(
         dy = yy[None] - centre[sel, 0, None, None].astype(np.float32)
         dist = _signed_distance(name, dx, dy, radius[sel, None, None].astype(np.float32))
         mask[sel] = 1.0 / (1.0 + np.exp(np.clip(dist / 1.2, -40, 40)))  # soft edge: low frequencies
-    tint = rng.uniform(0.7, 1.0, (num_samples, 3))  # brighter than the background in every channel
-    strength = (0.45 * rng.uniform(0.7, 1.0, (num_samples, 1)) * tint).astype(np.float32)
+    tint = rng.uniform(*SHAPE_TINT, (num_samples, 3))  # brighter than the background in every channel
+    strength = (SHAPE_STRENGTH * rng.uniform(0.7, 1.0, (num_samples, 1)) * tint).astype(np.float32)
     return strength[:, :, None, None] * mask[:, None]
 
 
@@ -208,7 +212,9 @@ def write_natural_corruptions(
 class NaturalDataModule(ImageDataModule):
     """`make_natural` images in memory: `num_shapes * num_textures` classes; label noise on the
     training split only (validation labels are clean). No horizontal flip by default: the textures'
-    orientations are part of the class."""
+    orientations are part of the class. No random crop by default (`crop_padding=0`): the silhouettes'
+    places are already random, and a zero-padded crop's black borders are a third cue that a
+    300-step model spends its steps on."""
 
     mean = (0.5, 0.5, 0.5)
     std = (0.2, 0.2, 0.2)
@@ -226,8 +232,12 @@ class NaturalDataModule(ImageDataModule):
         auto_augment: str | None = None,
         hflip: float = 0.0,
         drop_last: bool = False,
+        crop_padding: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, auto_augment, 0.0, hflip, drop_last)
+        if crop_padding < 0:
+            raise InputError(f"crop_padding={crop_padding}: use 0 (no random crop) or a padding in pixels")
+        self.crop_padding = crop_padding
         make_natural(1, num_shapes, num_textures, label_noise=label_noise)  # validates the counts
         self.num_train, self.num_val, self.label_noise, self.seed = num_train, num_val, label_noise, seed
         self.num_shapes, self.num_textures = num_shapes, num_textures
