@@ -125,3 +125,20 @@ def test_cpu_models_keep_the_papers_capacity_order():
     step1 = _count(_cpu_model("alternet", layout=["CC", "CCC", "CCM"]))
     assert resnet < step1 < alternet  # the build-up grows as MSAs replace Conv blocks
     assert (resnet, step1, alternet) == (80484, 88789, 90918)
+
+
+def test_natural_module_trains_without_a_random_crop_unless_asked():
+    """The natural set's training transform has no zero-padded random crop by default (its black
+    borders were a cue the 300-step models learnt instead of the shapes); `crop_padding` adds one."""
+    import torchvision.transforms as T
+
+    from alternet_pl.data.natural import NaturalDataModule
+
+    def crops(module):
+        return [t for t in module.transform(train=True).transforms if isinstance(t, T.RandomCrop)]
+
+    assert crops(NaturalDataModule()) == []
+    (crop,) = crops(NaturalDataModule(crop_padding=4))
+    assert crop.padding == 4
+    with pytest.raises(InputError, match="crop_padding"):
+        NaturalDataModule(crop_padding=-1)
