@@ -103,8 +103,8 @@ def _textures(
     """(N, 1, size, size): each image's texture, oriented 1/f noise: complex Gaussian Fourier
     coefficients times 1/f inside `TEXTURE_BAND` times a Gaussian wedge of orientations
     (`TEXTURE_WEDGE_DEG`) around the texture's angle (evenly over 180 degrees, jittered by 3 degrees),
-    scaled to a contrast of 0.14-0.20 standard deviations. Structure at every scale of the band, as
-    natural textures have, so each stage of a network finds texture at its own resolution."""
+    scaled to a contrast of 0.14-0.20 standard deviations: structure at every scale of the band, as
+    natural textures have (the old single grating had one frequency)."""
     num_samples, size = len(texture_idx), xx.shape[0]
     jitter = rng.normal(0, np.pi / 60, num_samples)
     angle = texture_idx * np.pi / num_textures + jitter

@@ -56,8 +56,8 @@ def _pairs_finding(
 
 
 def _by_stage(by_stage: dict[str, list[float]]) -> str:
-    """ "by stage (oriented as the statistic, mean over seeds and pairs): stage 1 +0.12 (3 pairs), ..."
-    for a CNN's stages; "" for one resolution (ViT)."""
+    """The per-stage sentence of a CNN's pair finding, for example "by stage (oriented as the statistic,
+    mean over seeds and pairs): stage 1 +0.12 (3 pairs), ..."; "" for one resolution (ViT)."""
     if len(by_stage) < 2:
         return ""
     parts = [f"stage {k} {_fmt(float(np.mean(v)))} ({len(v)} pairs)" for k, v in by_stage.items()]

@@ -192,6 +192,7 @@ def pair_changes_by_resolution(
 def _same_resolution_pairs(
     layers: Sequence[str], kinds: Sequence[str], values: Sequence[float], kind: str
 ) -> tuple[list[tuple[str, float]], float | None]:
+    """[(resolution key, change)] of `layer_pair_changes`, and the stem pair's change apart."""
     pairs, stem_change = [], None
     body = {"conv", "msa", "mlp"}
     for i in range(1, len(layers)):
