@@ -97,15 +97,13 @@ def _shapes(
     return strength[:, :, None, None] * mask[:, None]
 
 
-def _textures(
-    texture_idx: np.ndarray, num_textures: int, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _textures(texture_idx: np.ndarray, num_textures: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """(N, 1, size, size): each image's texture, oriented 1/f noise: complex Gaussian Fourier
     coefficients times 1/f inside `TEXTURE_BAND` times a Gaussian wedge of orientations
     (`TEXTURE_WEDGE_DEG`) around the texture's angle (evenly over 180 degrees, jittered by 3 degrees),
     scaled to a contrast of 0.14-0.20 standard deviations: structure at every scale of the band, as
     natural textures have (the old single grating had one frequency)."""
-    num_samples, size = len(texture_idx), xx.shape[0]
+    num_samples = len(texture_idx)
     jitter = rng.normal(0, np.pi / 60, num_samples)
     angle = texture_idx * np.pi / num_textures + jitter
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -161,7 +159,7 @@ def make_natural(
     images = 0.5 + 0.12 * tint * background  # coloured 1/f background
 
     images += _shapes(shape_idx, num_shapes, xx, yy, rng)  # low frequencies: the shape cue
-    images += _textures(texture_idx, num_textures, xx, yy, rng)  # high frequencies: the texture cue
+    images += _textures(texture_idx, num_textures, size, rng)  # high frequencies: the texture cue
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     images += 0.02 * torch.randn(images.shape, generator=gen).numpy()
 
