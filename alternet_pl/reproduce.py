@@ -120,6 +120,17 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _arguments(value: Any, where: str) -> tuple[str, ...]:
+    """A run's `args`: strings, or lists of strings spliced in place (a group written once with a
+    YAML anchor, `- &hessian [...]`, and reused as `- *hessian`)."""
+    if not isinstance(value, list):
+        raise InputError(f"{where} must be a list of strings (or of lists of strings), got {value!r}")
+    flat: list[str] = []
+    for item in value:
+        flat += _strings(item, where) if isinstance(item, list) else _strings([item], where)
+    return tuple(flat)
+
+
 def _check_keys(data: Any, allowed: set[str], required: set[str], where: str) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{where} must be a mapping, got {type(data).__name__}")
@@ -147,7 +158,7 @@ def load_scale(name: str, folder: Path = SCALES_DIR) -> Scale:
     for i, run in enumerate(data["runs"] or []):
         where = f"{path}: runs[{i}]"
         run = _check_keys(run, {"name", "configs", "args"}, {"name", "configs"}, where)
-        configs, args = _strings(run["configs"], where), _strings(run.get("args", []), where)
+        configs, args = _strings(run["configs"], where), _arguments(run.get("args", []), where)
         runs.append(ScaleRun(str(run["name"]), configs, args))
     rules = []
     for i, rule in enumerate(data.get("when_present") or []):

@@ -65,6 +65,11 @@ def test_every_config_a_scale_names_exists():
         ("run: []\n", "unknown key(s) ['run']"),
         ("runs: [{name: a, configs: [x.yaml], flags: [--y]}]\n", "runs[0]: unknown key(s) ['flags']"),
         ("runs: [{name: a, configs: x.yaml}]\n", "runs[0] must be a list of strings"),
+        (
+            "runs: [{name: a, configs: [x.yaml], args: [-y, [-z, 3]]}]\n",
+            "runs[0] must be a list of strings",
+        ),
+        ("runs: [{name: a, configs: [x.yaml], args: [[--y, [--z]]]}]\n", "runs[0] must be a list of strings"),
         ("runs: [{name: a, configs: [x.yaml]}]\nprepare: {download: {}}\n", "prepare: unknown key(s)"),
         ("runs: [{name: a, configs: [x.yaml]}]\ntrainer: {cloud: t.yaml}\n", "trainer: unknown key(s)"),
         ("runs: [{name: a, configs: [x.yaml]}]\njobs: 0\n", "jobs=0"),
@@ -76,6 +81,25 @@ def test_bad_scale_file_names_the_key(tmp_path, text, named):
     with pytest.raises(InputError, match="bad.yaml") as err:
         reproduce.load_scale("bad", folder=tmp_path)
     assert named in str(err.value)
+
+
+def test_argument_groups_are_spliced_in_place(tmp_path):
+    """A group of arguments written once (YAML anchor) and reused gives the commands written out."""
+    grouped = (
+        "runs:\n"
+        "  - {name: a, configs: [x.yaml], args: [--seed=0, &extra [--p=1, '--q={r: 2}'], --last]}\n"
+        "  - {name: b, configs: [x.yaml], args: [*extra, --seed=1]}\n"
+    )
+    written = (
+        "runs:\n"
+        "  - {name: a, configs: [x.yaml], args: [--seed=0, --p=1, '--q={r: 2}', --last]}\n"
+        "  - {name: b, configs: [x.yaml], args: [--p=1, '--q={r: 2}', --seed=1]}\n"
+    )
+    (tmp_path / "grouped.yaml").write_text(grouped)
+    (tmp_path / "written.yaml").write_text(written)
+    runs = [reproduce.load_scale(n, folder=tmp_path).runs for n in ("grouped", "written")]
+    assert runs[0] == runs[1]
+    assert runs[0][0].args == ("--seed=0", "--p=1", "--q={r: 2}", "--last")
 
 
 def test_unknown_scale_lists_the_known_ones():
