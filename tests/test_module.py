@@ -439,3 +439,34 @@ def test_from_config_reads_its_own_hparams_and_the_flat_configs_of_older_runs():
         ImageClassifier.from_config(
             {"network": {"name": "resnet_cifar_micro"}, "recipe": {"optimizer": {"lrr": 1}}}
         )
+
+
+def test_channels_last_network_is_the_same_function_stored_channels_last():
+    """`Network(memory_format="channels_last")`: the same weights, outputs and gradients as the contiguous
+    build (to float rounding), its conv weights really channels last, kept through the hyperparameters;
+    an unknown format is one `InputError`."""
+    kwargs = {"depths": [1, 1], "widths": [8, 16], "stem_width": 16, "num_heads": [1, 1], "layout": ["C", "C"]}
+    torch.manual_seed(0)
+    plain = ImageClassifier(Network("resnet_cifar_micro", kwargs), 10)
+    torch.manual_seed(0)
+    fast = ImageClassifier(Network("resnet_cifar_micro", kwargs, "channels_last"), 10)
+    convs = [m.weight for m in fast.model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)
+    for (name, a), b in zip(plain.model.state_dict().items(), fast.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    plain.eval(), fast.eval()
+    out_plain, out_fast = plain.model(x), fast.model(x)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-4, atol=1e-5)
+    F_loss = torch.nn.functional.cross_entropy
+    F_loss(out_plain, y).backward(), F_loss(out_fast, y).backward()
+    for (name, a), b in zip(plain.model.named_parameters(), fast.model.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
+    again = ImageClassifier.from_config(dict(fast.hparams))
+    assert again.hparams["network"]["memory_format"] == "channels_last"
+    assert next(m for m in again.model.modules() if isinstance(m, nn.Conv2d)).weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    with pytest.raises(ValueError, match=r"memory_format='nhwc' not understood.*channels_last"):
+        Network("resnet_cifar_micro", {}, "nhwc")
