@@ -445,7 +445,8 @@ def test_channels_last_network_is_the_same_function_stored_channels_last():
     """`Network(memory_format="channels_last")`: the same weights, outputs and gradients as the contiguous
     build (to float rounding), its conv weights really channels last, kept through the hyperparameters;
     an unknown format is one `InputError`."""
-    kwargs = {"depths": [1, 1], "widths": [8, 16], "stem_width": 16, "num_heads": [1, 1], "layout": ["C", "C"]}
+    kwargs = {"depths": [1, 1], "widths": [8, 16], "stem_width": 16, "num_heads": [1, 1]}
+    kwargs["layout"] = ["C", "C"]
     torch.manual_seed(0)
     plain = ImageClassifier(Network("resnet_cifar_micro", kwargs), 10)
     torch.manual_seed(0)

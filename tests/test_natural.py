@@ -11,6 +11,7 @@ import alternet_pl.models  # noqa: F401  (registers the models)
 from alternet_pl.data.natural import (
     NATURAL_CORRUPTIONS,
     TEXTURE_BAND,
+    _box_blur,
     _textures,
     make_natural,
     pink_noise,
@@ -106,6 +107,19 @@ def test_corrupted_set_layout(tmp_path):
         clean = make_natural(20, seed=2_000_003)[0].astype(float)
         err = [np.abs(stack[20 * s : 20 * (s + 1)] - clean).mean() for s in range(5)]
         assert err[0] < err[-1], name  # harder with the severity
+
+
+def test_box_blur_is_the_circular_window_mean():
+    """`_box_blur` (two 1-d passes) against the (2r+1)^2 window written out with wrapped indices."""
+    x = np.random.default_rng(0).random((2, 7, 9, 3))
+    for r in (1, 3):
+        idx_y = (np.arange(7)[:, None] + np.arange(-r, r + 1)[None]) % 7
+        idx_x = (np.arange(9)[:, None] + np.arange(-r, r + 1)[None]) % 9
+        brute = np.empty_like(x)
+        for i in range(7):
+            for j in range(9):
+                brute[:, i, j] = x[:, idx_y[i]][:, :, idx_x[j]].mean(axis=(1, 2))
+        np.testing.assert_allclose(_box_blur(x, r), brute, rtol=1e-12, atol=1e-12)
 
 
 def _cpu_model(name: str, **override):
