@@ -226,14 +226,17 @@ class Report:
             "text-align:right}td:first-child,th:first-child{text-align:left}"
             # figures at their own size (labels readable), wide ones in a scroll box
             "figure a{display:block;overflow-x:auto}figure img{max-width:none}"
-            "figure{margin:2em 0;border-top:1px solid #ddd}.missing li{color:#a00}</style></head><body>",
+            "figure{margin:2em 0;border-top:1px solid #ddd}.missing li{color:#a00}"
+            ".wide{overflow-x:auto}</style></head><body>",  # the results table: as many columns as analyses
             "<h1>alternet-pl report</h1>",
             "<p>Runs: " + ", ".join(f"<code>{e(str(r.path))}</code>" for r in self.runs) + "</p>",
-            "<h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr>",
+            "<h2>Results</h2><div class='wide'><table><tr>"
+            + "".join(f"<th>{e(h)}</th>" for h in self.header)
+            + "</tr>",
         ]
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in self.rows]
         parts.append(
-            "</table><h2>Findings: the paper's claims on these runs</h2>" + findings_html(self.findings)
+            "</table></div><h2>Findings: the paper's claims on these runs</h2>" + findings_html(self.findings)
         )
         parts.append("<h2>Figures</h2>")
         for fig in self.figures:

@@ -39,6 +39,7 @@ def test_page_loads_every_image_without_console_messages(page):
     figures = sorted(p.name for p in page.glob("*.png") if p.name != "screenshot.png")
     assert sorted(src for src, _, _ in check.images) == figures
     assert check.broken == [] and check.console == [] and check.errors == []
+    assert check.overflow == 0  # the wide results table scrolls in its own box
     assert check.screenshot == page / "screenshot.png" and check.screenshot.stat().st_size > 10_000
     assert check.height > 1000
 
@@ -56,6 +57,22 @@ def test_a_broken_image_and_a_console_error_are_caught(page, tmp_path):
         (tmp_path / png.name).write_bytes(png.read_bytes())
     check = check_page(bad)
     assert check.broken == ["gone.png"] and len(check.console) == 1 and not check.ok
+
+
+@pytest.mark.slow
+def test_a_table_wider_than_the_window_is_caught_and_the_reports_scroll_box_holds_it(page, tmp_path):
+    """A 3,000-px table pushes the page past the window (the check says by how much); the same table in
+    the report's scroll box (`.wide`, where the results table sits) does not."""
+    table = "<table><tr><td style='min-width:3000px'>x</td></tr></table>"
+    for png in page.glob("*.png"):
+        (tmp_path / png.name).write_bytes(png.read_bytes())
+    checks = {}
+    for name, block in (("bare", table), ("boxed", f"<div class='wide'>{table}</div>")):
+        path = tmp_path / f"{name}.html"
+        path.write_text((page / "index.html").read_text().replace("</body>", block + "</body>"))
+        checks[name] = check_page(path, tmp_path / f"{name}.png")
+    assert checks["bare"].overflow > 1500 and not checks["bare"].ok and checks["bare"].broken == []
+    assert checks["boxed"].overflow == 0 and checks["boxed"].ok
 
 
 def test_pdfs_are_vector_graphics(page):

@@ -221,6 +221,9 @@ def test_report_files_open_from_disk(runs, tmp_path):
     page = (out / "index.html").read_text()
     assert set(re.findall(r"src='([^']+)'", page)) == {f"{n}.png" for n in names}  # relative paths
     assert "lesion blew up" in page and "ViT&#x27;s min eigenvalue -18" in page
+    # the results table (a column per logged scalar: wider than the page at the CPU scale) scrolls in its box
+    assert re.search(r"<h2>Results</h2><div class='wide'><table>.*?</table></div>", page, re.S)
+    assert ".wide{overflow-x:auto}" in page
     md = (out / "report.md").read_text()
     assert "| resnet/version_0 | resnet_cifar_micro | 0.75 | 0.8 |" in md
     assert "Missing or failed analyses" in md and "trajectories (trajectory)" in md  # absent figure named

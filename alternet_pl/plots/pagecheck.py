@@ -2,7 +2,8 @@
 
 Two Chromium runs, no remote-debugging protocol: (1) `--dump-dom` of a small probe page written beside
 `index.html`, which loads it in an iframe (`--allow-file-access-from-files`) and lists every image with
-its natural and displayed width, and the page's height; (2) `--screenshot` of `index.html` itself at
+its natural and displayed width, the page's height, and how far the page is wider than the window
+(a table or figure outside a scroll box, cut off on screen); (2) `--screenshot` of `index.html` itself at
 that height with logging on, whose `CONSOLE` lines are the page's console messages (the report has no
 script, so any message is a fault). `python -m alternet_pl.plots.pagecheck figures/index.html`.
 """
@@ -28,6 +29,7 @@ document.getElementById("page").addEventListener("load", function () {{
   try {{
     var doc = this.contentDocument, imgs = doc.images;
     out.push("HEIGHT " + doc.documentElement.scrollHeight);
+    out.push("WIDTH " + doc.documentElement.scrollWidth + " " + doc.documentElement.clientWidth);
     for (var i = 0; i < imgs.length; i++) {{
       var im = imgs[i], ok = im.complete && im.naturalWidth > 0;
       var size = im.naturalWidth + " " + im.clientWidth + " ";
@@ -43,18 +45,20 @@ document.getElementById("page").addEventListener("load", function () {{
 @dataclass
 class PageCheck:
     """What the browser saw: per image (src, natural width, displayed width), broken images, console
-    messages, probe errors, the page height and the screenshot written."""
+    messages, probe errors, the page height, how many pixels the page is wider than the window
+    (`overflow`; 0 when everything fits or scrolls inside its own box) and the screenshot written."""
 
     images: list[tuple[str, int, int]] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     height: int = 0
+    overflow: int = 0
     screenshot: Path | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.broken or self.console or self.errors) and bool(self.screenshot)
+        return not (self.broken or self.console or self.errors or self.overflow) and bool(self.screenshot)
 
 
 def find_chromium() -> str | None:
@@ -100,6 +104,9 @@ def check_page(
         word, _, rest = line.partition(" ")
         if word == "HEIGHT":
             check.height = int(rest)
+        elif word == "WIDTH":
+            scroll, client = (int(v) for v in rest.split())
+            check.overflow = max(0, scroll - client)
         elif word in ("OK", "BROKEN"):
             natural, shown, src = rest.split(" ", 2)
             check.images.append((src, int(natural), int(shown)))
@@ -138,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, items in (("broken image", check.broken), ("console", check.console), ("error", check.errors)):
         for item in items:
             print(f"{label}: {item}")
+    if check.overflow:
+        print(
+            f"layout: the page is {check.overflow} px wider than the window "
+            "(a table or figure outside a scroll box)"
+        )
     print(f"screenshot: {check.screenshot}")
     return 0 if check.ok else 1
 
