@@ -457,11 +457,12 @@ def test_channels_last_network_is_the_same_function_stored_channels_last():
     for (name, a), b in zip(plain.model.state_dict().items(), fast.model.state_dict().values()):
         assert torch.equal(a, b), name
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    plain.eval(), fast.eval()
+    plain.eval()
+    fast.eval()
     out_plain, out_fast = plain.model(x), fast.model(x)
     torch.testing.assert_close(out_fast, out_plain, rtol=1e-4, atol=1e-5)
-    F_loss = torch.nn.functional.cross_entropy
-    F_loss(out_plain, y).backward(), F_loss(out_fast, y).backward()
+    torch.nn.functional.cross_entropy(out_plain, y).backward()
+    torch.nn.functional.cross_entropy(out_fast, y).backward()
     for (name, a), b in zip(plain.model.named_parameters(), fast.model.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
     again = ImageClassifier.from_config(dict(fast.hparams))
