@@ -44,17 +44,19 @@ def test_page_loads_every_image_without_console_messages(page):
     assert check.height > 1000
 
 
+def _variant(page, folder, name: str, extra: str):
+    """The report page with `extra` HTML before </body>, as `folder/<name>.html` beside copies of its
+    figures; returns its path."""
+    for png in page.glob("*.png"):
+        (folder / png.name).write_bytes(png.read_bytes())
+    path = folder / f"{name}.html"
+    path.write_text((page / "index.html").read_text().replace("</body>", extra + "</body>"))
+    return path
+
+
 @pytest.mark.slow
 def test_a_broken_image_and_a_console_error_are_caught(page, tmp_path):
-    bad = tmp_path / "index.html"
-    html = (
-        (page / "index.html")
-        .read_text()
-        .replace("</body>", "<img src='gone.png'><script>console.error('x')</script></body>")
-    )
-    bad.write_text(html)
-    for png in page.glob("*.png"):
-        (tmp_path / png.name).write_bytes(png.read_bytes())
+    bad = _variant(page, tmp_path, "index", "<img src='gone.png'><script>console.error('x')</script>")
     check = check_page(bad)
     assert check.broken == ["gone.png"] and len(check.console) == 1 and not check.ok
 
@@ -64,13 +66,10 @@ def test_a_table_wider_than_the_window_is_caught_and_the_reports_scroll_box_hold
     """A 3,000-px table pushes the page past the window (the check says by how much); the same table in
     the report's scroll box (`.wide`, where the results table sits) does not."""
     table = "<table><tr><td style='min-width:3000px'>x</td></tr></table>"
-    for png in page.glob("*.png"):
-        (tmp_path / png.name).write_bytes(png.read_bytes())
-    checks = {}
-    for name, block in (("bare", table), ("boxed", f"<div class='wide'>{table}</div>")):
-        path = tmp_path / f"{name}.html"
-        path.write_text((page / "index.html").read_text().replace("</body>", block + "</body>"))
-        checks[name] = check_page(path, tmp_path / f"{name}.png")
+    checks = {
+        name: check_page(_variant(page, tmp_path, name, block), tmp_path / f"{name}.png")
+        for name, block in (("bare", table), ("boxed", f"<div class='wide'>{table}</div>"))
+    }
     assert checks["bare"].overflow > 1500 and not checks["bare"].ok and checks["bare"].broken == []
     assert checks["boxed"].overflow == 0 and checks["boxed"].ok
 
